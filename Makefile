@@ -1,0 +1,78 @@
+# spora-sd: the two commands of the README are `make demo` and `make test`.
+# Each creates .venv when it is missing and installs the project with every extra first.
+
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The stamp changes whenever pyproject.toml changes, so a new dependency is installed on the next run.
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+PY312_BOOT ?= env PYENV_VERSION=3.12.1 python3.12
+VENV312 ?= .venv312
+PY312 := $(VENV312)/bin/python
+STAMP312 := $(VENV312)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+# torch: the extra stays loose for users; here we pin the CPU wheel that lies on this machine's disk,
+# because a plain `torch` requirement makes pip download a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+PYTEST_ARGS ?= -n 2 --dist loadgroup
+
+.PHONY: install install-py312 demo test test-py312 test-unit lint docs notebooks bench bench-quick clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e ".[all]"
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+$(STAMP312): pyproject.toml
+	@test -x $(PY312) || $(PY312_BOOT) -m venv $(VENV312)
+	$(PY312) -m pip install -q --upgrade pip
+	$(PY312) -m pip install -q -e ".[io,analysis,lamin,distributed,dev]"
+	@rm -f $(VENV312)/.installed-* && touch $(STAMP312)
+
+install-py312: $(STAMP312)
+
+demo: $(STAMP)
+	$(VENV)/bin/spora-sd demo --out spora-demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+# The whole suite: lint, unit and integration tests (SQLite and a real PostgreSQL server),
+# doctests, the Sphinx docs (warnings are errors), the notebooks, the benchmark smoke run.
+test: $(STAMP)
+	$(MAKE) lint
+	set -o pipefail; PG_URL=$$(bash .ci/postgres.sh start) || exit 1; \
+	  SPORA_SD_TEST_PG_URL=$$PG_URL $(PY) -m pytest $(PYTEST_ARGS) tests src/spora_sd --doctest-modules; rc=$$?; \
+	  bash .ci/postgres.sh stop; exit $$rc
+	$(MAKE) docs
+	$(MAKE) bench-quick
+
+test-unit: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) tests -m "not postgres"
+
+# Python 3.12 (spatialdata 0.8.x resolves there). torch has no CPU wheel for 3.12 on these machines:
+# see the README's "Python 3.12" note for what that leaves out.
+test-py312: $(STAMP312)
+	set -o pipefail; PG_URL=$$(bash .ci/postgres.sh start) || exit 1; \
+	  SPORA_SD_TEST_PG_URL=$$PG_URL $(PY312) -m pytest $(PYTEST_ARGS) tests src/spora_sd --doctest-modules; rc=$$?; \
+	  bash .ci/postgres.sh stop; exit $$rc
+
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html -q docs docs/_build/html
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf $(VENV) $(VENV312) docs/_build spora-demo .pytest_cache

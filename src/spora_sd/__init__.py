@@ -1,0 +1,83 @@
+"""spora-sd: spatial proteomics cohorts (the spora layout) as first-class SpatialData citizens.
+
+>>> import spora_sd
+>>> sorted(spora_sd.__all__)[:3]
+['Cohort', 'CohortFormatError', 'CohortNotFoundError']
+
+Submodules are imported on first use (as spatialdata does), so ``import spora_sd`` stays fast and
+does not pull in spatialdata, squidpy or lamindb until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; tests/test_init.py checks this against __all__.
+_LAZY_IMPORTS: dict[str, str] = {
+    "Cohort": "spora_sd.cohort",
+    "open_cohort": "spora_sd.cohort",
+    "validate": "spora_sd.validate",
+    "ValidationReport": "spora_sd.report",
+    "Problem": "spora_sd.report",
+    "make_synthetic_cohort": "spora_sd.synthetic",
+    "to_spatialdata": "spora_sd.to_sdata",
+    "from_spatialdata": "spora_sd.from_sdata",
+    "compute_cell_intensities": "spora_sd.intensities",
+    "compute_standardization": "spora_sd.standardization",
+    "compute_tiling": "spora_sd.tiling",
+    "resolve_cohort": "spora_sd.registry",
+    "cohorts": "spora_sd.registry",
+    "SporaError": "spora_sd.errors",
+    "CohortFormatError": "spora_sd.errors",
+    "CohortNotFoundError": "spora_sd.errors",
+    "LayoutNameError": "spora_sd.errors",
+}
+
+__all__ = [
+    "Cohort",
+    "CohortFormatError",
+    "CohortNotFoundError",
+    "LayoutNameError",
+    "Problem",
+    "SporaError",
+    "ValidationReport",
+    "cohorts",
+    "compute_cell_intensities",
+    "compute_standardization",
+    "compute_tiling",
+    "from_spatialdata",
+    "make_synthetic_cohort",
+    "open_cohort",
+    "resolve_cohort",
+    "to_spatialdata",
+    "validate",
+]
+
+if TYPE_CHECKING:  # static imports for type checkers and IDEs
+    from .cohort import Cohort, open_cohort
+    from .errors import CohortFormatError, CohortNotFoundError, LayoutNameError, SporaError
+    from .from_sdata import from_spatialdata
+    from .intensities import compute_cell_intensities
+    from .registry import cohorts, resolve_cohort
+    from .report import Problem, ValidationReport
+    from .standardization import compute_standardization
+    from .synthetic import make_synthetic_cohort
+    from .tiling import compute_tiling
+    from .to_sdata import to_spatialdata
+    from .validate import validate
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_IMPORTS:
+        module = importlib.import_module(_LAZY_IMPORTS[name])
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'spora_sd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

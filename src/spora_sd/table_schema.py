@@ -1,0 +1,784 @@
+"""JSON Schemas of the layout's tables, applied column by column.
+
+The files in ``spora_sd/schemas/<kind>.schema.json`` (also at the repository's top-level ``schemas/``) are the
+single description of every table of a cohort. Each describes *one row* as a JSON object, in plain JSON Schema
+2020-12, so any validator can check single rows; spora extension keywords (``x-dtype``, ``x-unique``,
+``x-index``, ``x-channel-columns``, ... documented in each file's ``$comment``) say what a row-wise validator
+cannot: dtypes, keys, the pandas index and channel columns.
+
+:func:`check_table` applies a schema to a whole :class:`pandas.DataFrame` or :class:`pyarrow.Table` one
+*column* at a time with vectorised Arrow kernels, never row by row: a cell table of millions of rows is
+checked in seconds. Per-value checks (patterns, enums, dataset prefixes) run on the distinct values of a
+dictionary-encoded column and are mapped back to rows, so a 6-million-row ``tissue_id`` column costs a few
+thousand regex matches.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from spora_sd.table_schema import check_table
+>>> df = pd.DataFrame({"channel_name": ["CD3E", "CD3E"], "qc_pass": [True, False]})
+>>> [p.rule for p in check_table(df, "channels", "imc/channels.parquet")]
+['table.key.duplicate']
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import logging
+import re
+from collections.abc import Callable, Hashable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from jsonschema import Draft202012Validator
+
+from .report import Problem, Severity
+
+__all__ = [
+    "DTYPE_FAMILIES",
+    "RULES",
+    "SCHEMA_KINDS",
+    "check_table",
+    "ensure_valid_table",
+    "load_schema",
+    "read_table_checked",
+    "schema_dir",
+    "schema_markdown",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Every table kind that has a schema file ``<kind>.schema.json``.
+SCHEMA_KINDS: tuple[str, ...] = (
+    "tissues",
+    "cells",
+    "channels",
+    "channels_per_tissue",
+    "standardization_image",
+    "standardization_global",
+    "tile_coordinates",
+    "tile_stats",
+    "label_encoder",
+)
+
+#: The dtype families that ``x-dtype`` may name (an all-null column fits every family).
+DTYPE_FAMILIES: tuple[str, ...] = (
+    "string",
+    "category-of-string",
+    "integer",
+    "unsignedinteger",
+    "floating",
+    "boolean",
+)
+
+#: Stable rule ids of table problems and what each means (documented on the docs' rules page).
+RULES: dict[str, str] = {
+    "table.unreadable": "The file cannot be read as one Apache Parquet table (missing, a folder, truncated, not "
+    "Parquet, or with corrupt pandas metadata).",
+    "table.column.name": "A column name is not a string (Parquet needs string names); as a warning, a name that "
+    "breaks the naming convention (lower-case snake_case except channel names; the label encoder's columns are "
+    "read as 'name' and 'id').",
+    "table.column.duplicate": "Two or more columns share one name.",
+    "table.column.missing": "A required column is missing (or, in a positional table, there are too few columns).",
+    "table.column.unexpected": "A column that this table does not allow (the schema's additionalProperties is "
+    "false).",
+    "table.column.dtype": "A column's dtype is not one of the families its schema allows (x-dtype), or its values "
+    "mix types so that it cannot be stored as a typed Parquet column.",
+    "table.column.null": "A column that may not be empty holds missing values (null, None, NaN, pd.NA).",
+    "table.column.pattern": "String values that do not match the column's pattern.",
+    "table.column.enum": "Values outside the column's list of allowed values.",
+    "table.column.range": "Numbers outside the column's minimum/maximum.",
+    "table.key.duplicate": "Rows that repeat a key (x-unique), e.g. the same (tissue_id, cell_id) twice.",
+    "table.index": "The pandas index is not what the layout needs: a column stored as the index (or vice versa), "
+    "or an index with an unexpected name.",
+    "table.rows": "The table has too few or too many rows (x-rows), e.g. a global statistics table that is not "
+    "a single row.",
+    "table.channels.mismatch": "The channel columns differ from the channel list of channels.parquet: missing, "
+    "extra or out of order.",
+    "table.dataset.mismatch": "Tissue ids that do not start with the cohort's dataset key.",
+    "table.tissue_id.parts": "A tissue id that is not '<dataset>_<patient_id>_<specimen_id>' of its own row.",
+}
+
+_MAX_EXAMPLES = 5
+# Below this length a string column is checked value by value; above it, it is dictionary-encoded first
+# so that regexes run once per distinct value (tissue ids repeat millions of times in a cell table).
+_ENCODE_MIN_ROWS = 4096
+_SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_STRINGISH = ("string", "category-of-string")
+_NUMERIC = ("integer", "unsignedinteger", "floating")
+# (keyword, Arrow kernel that flags a value breaking it, how to say the bound)
+_BOUNDS: tuple[tuple[str, Callable[..., Any], str], ...] = (
+    ("minimum", pc.less, ">="),
+    ("exclusiveMinimum", pc.less_equal, ">"),
+    ("maximum", pc.greater, "<="),
+    ("exclusiveMaximum", pc.greater_equal, "<"),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# schemas
+
+
+def schema_dir() -> Path:
+    """Folder that holds the ``<kind>.schema.json`` files.
+
+    Returns
+    -------
+    Path
+        ``spora_sd/schemas`` inside the installed package.
+
+    Examples
+    --------
+    >>> sorted(p.name for p in schema_dir().glob("*.schema.json"))[:2]
+    ['cells.schema.json', 'channels.schema.json']
+    """
+    return Path(__file__).resolve().parent / "schemas"
+
+
+@functools.cache
+def _schema(kind: str) -> dict[str, Any]:
+    """The parsed, meta-validated schema of ``kind``, shared (do not mutate; :func:`load_schema` copies)."""
+    if kind not in SCHEMA_KINDS:
+        raise ValueError(f"Unknown table kind {kind!r}; valid kinds: {', '.join(SCHEMA_KINDS)}")
+    schema = json.loads((schema_dir() / f"{kind}.schema.json").read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def load_schema(kind: str) -> dict[str, Any]:
+    """Load the JSON Schema of one table kind.
+
+    The file is parsed and checked against the JSON Schema 2020-12 meta-schema once per process; each call
+    returns a fresh copy, so callers may modify it.
+
+    Parameters
+    ----------
+    kind
+        One of :data:`SCHEMA_KINDS`.
+
+    Returns
+    -------
+    dict
+        The schema, describing one row of the table.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not a known table kind (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> load_schema("cells")["required"]
+    ['tissue_id', 'cell_id']
+    >>> load_schema("tissues")["x-unique"]
+    [['tissue_id', 'modality']]
+    """
+    return copy.deepcopy(_schema(kind))
+
+
+def _types(spec: dict[str, Any]) -> list[str]:
+    kind = spec.get("type", [])
+    return [kind] if isinstance(kind, str) else list(kind)
+
+
+def _nullable(spec: dict[str, Any]) -> bool:
+    return bool(spec.get("x-nullable", "null" in _types(spec)))
+
+
+# --------------------------------------------------------------------------------------------------
+# columns
+
+
+def _dtype_family(arrow_type: pa.DataType) -> str:
+    """The ``x-dtype`` family of an Arrow type (``"null"`` for an all-null column)."""
+    if pa.types.is_dictionary(arrow_type):
+        return f"category-of-{_dtype_family(arrow_type.value_type)}"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_string_view(arrow_type):
+        return "string"
+    if pa.types.is_signed_integer(arrow_type):
+        return "integer"
+    if pa.types.is_unsigned_integer(arrow_type):
+        return "unsignedinteger"
+    if pa.types.is_floating(arrow_type):
+        return "floating"
+    if pa.types.is_boolean(arrow_type):
+        return "boolean"
+    if pa.types.is_null(arrow_type):
+        return "null"
+    return str(arrow_type)
+
+
+class _Column:
+    """One column (or named index level) of the table under check.
+
+    Values are converted to Arrow only when a check needs them, so a float intensity column that only has
+    its dtype checked is never copied. ``data`` is None for a column of a Parquet file that was not loaded
+    (its dtype comes from the file's schema).
+    """
+
+    def __init__(
+        self,
+        name: Hashable,
+        position: int,
+        data: pd.Series | pd.Index | pa.ChunkedArray | None,
+        *,
+        arrow_type: pa.DataType | None = None,
+        in_index: bool = False,
+    ) -> None:
+        self.name = name
+        self.position = position
+        self.data = data
+        self.in_index = in_index
+        self._given_type = arrow_type
+
+    @property
+    def label(self) -> str:
+        return f"index {self.name!r}" if self.in_index else f"column {self.name!r}"
+
+    @property
+    def loaded(self) -> bool:
+        return self.data is not None
+
+    @cached_property
+    def _converted(self) -> tuple[pa.ChunkedArray | None, str | None]:
+        if self.data is None or isinstance(self.data, pa.ChunkedArray):
+            return self.data, None
+        try:
+            # from_pandas: NaN/None/pd.NA become nulls, exactly as DataFrame.to_parquet stores them.
+            return pa.chunked_array([pa.array(self.data, from_pandas=True)]), None
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            kinds = pd.api.types.infer_dtype(self.data, skipna=True)
+            return None, f"values of mixed or unsupported types ({kinds}: {exc})"
+
+    @property
+    def conversion_error(self) -> str | None:
+        return self._converted[1]
+
+    @property
+    def arrow(self) -> pa.ChunkedArray:
+        array = self._converted[0]
+        if array is None:  # callers check `loaded` and `conversion_error` first
+            raise RuntimeError(f"{self.label} has no Arrow values")
+        return array
+
+    @cached_property
+    def arrow_type(self) -> pa.DataType | None:
+        if self._given_type is not None:
+            return self._given_type
+        if isinstance(self.data, pd.Series | pd.Index):
+            dtype = self.data.dtype
+            # numpy bool/int/float columns map to Arrow types directly; no need to copy the values.
+            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+                return pa.from_numpy_dtype(dtype)
+        array = self._converted[0]
+        return None if array is None else array.type
+
+    @property
+    def family(self) -> str | None:
+        return None if self.arrow_type is None else _dtype_family(self.arrow_type)
+
+    @property
+    def dtype_name(self) -> str:
+        if isinstance(self.data, pd.Series | pd.Index):
+            return str(self.data.dtype)
+        return str(self.arrow_type)
+
+    @cached_property
+    def _chunks_for_values(self) -> list[pa.Array]:
+        array = self.arrow
+        if _dtype_family(array.type) == "string" and len(array) >= _ENCODE_MIN_ROWS:
+            array = pc.dictionary_encode(array)
+        return array.chunks
+
+    def value_mask(self, flag: Callable[[pa.Array], pa.Array]) -> pa.ChunkedArray:
+        """Per-row boolean mask of ``flag`` (a kernel over values), computed once per distinct value.
+
+        Null rows are never flagged: missing values are the null check's business.
+        """
+        chunks = []
+        for chunk in self._chunks_for_values:
+            if isinstance(chunk, pa.DictionaryArray):
+                chunks.append(pc.take(flag(chunk.dictionary), chunk.indices))
+            else:
+                chunks.append(flag(chunk))
+        return pc.fill_null(pa.chunked_array(chunks, type=pa.bool_()), False)
+
+    def examples(self, positions: np.ndarray) -> list[Any]:
+        return self.arrow.take(pa.array(positions, type=pa.int64())).to_pylist()
+
+
+class _Frame:
+    """A table as columns plus named index levels, from pandas or Arrow, without copying values."""
+
+    def __init__(self, columns: list[_Column], index: list[_Column], n_rows: int) -> None:
+        self.columns = columns
+        self.index = index
+        self.n_rows = n_rows
+
+    @classmethod
+    def from_pandas(cls, df: pd.DataFrame) -> _Frame:
+        columns = [_Column(name, i, df.iloc[:, i]) for i, name in enumerate(df.columns)]
+        index = [
+            _Column(name, -1, df.index.get_level_values(i), in_index=True)
+            for i, name in enumerate(df.index.names)
+            if name is not None
+        ]
+        return cls(columns, index, len(df))
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, file_schema: pa.Schema | None = None) -> _Frame:
+        """Wrap an Arrow table; with ``file_schema``, columns absent from ``table`` count as not loaded."""
+        index_fields = _pandas_index_fields(table.schema if file_schema is None else file_schema)
+        schema = table.schema if file_schema is None else file_schema
+        columns: list[_Column] = []
+        index: list[_Column] = []
+        for i, field in enumerate(schema):
+            if file_schema is None:
+                data: pa.ChunkedArray | None = table.column(i)
+            else:
+                j = table.schema.get_field_index(field.name)
+                data = table.column(j) if j >= 0 else None
+            if field.name in index_fields:
+                name = index_fields[field.name]
+                if name is not None:  # an unnamed index (``__index_level_0__``) carries no layout meaning
+                    index.append(_Column(name, -1, data, arrow_type=field.type, in_index=True))
+            else:
+                columns.append(_Column(field.name, i, data, arrow_type=field.type))
+        return cls(columns, index, table.num_rows)
+
+
+def _pandas_index_fields(schema: pa.Schema) -> dict[str, str | None]:
+    """Field name -> index name of the columns that pandas stored as the index (from the pandas metadata)."""
+    try:
+        meta = schema.pandas_metadata or {}
+    except (ValueError, TypeError):  # corrupt metadata: to_pandas will report it
+        return {}
+    names = {c.get("field_name"): c.get("name") for c in meta.get("columns", []) if isinstance(c, dict)}
+    return {f: names.get(f) for f in meta.get("index_columns", []) if isinstance(f, str)}
+
+
+# --------------------------------------------------------------------------------------------------
+# the checker
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _count(mask: pa.ChunkedArray) -> int:
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def _positions(mask: pa.ChunkedArray) -> np.ndarray:
+    return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+
+
+def _more(total: int, shown: int) -> str:
+    return f", ... ({total - shown} more)" if total > shown else ""
+
+
+class _Checker:
+    """Collects the problems of one table against one schema."""
+
+    def __init__(
+        self,
+        schema: dict[str, Any],
+        file: str | Path,
+        channels: Sequence[str] | None,
+        dataset: str | None,
+    ) -> None:
+        self.schema = schema
+        self.kind = schema["x-kind"]
+        self.file = str(file)
+        self.channels = None if channels is None else [str(c) for c in channels]
+        self.dataset = dataset
+        self.problems: list[Problem] = []
+        self.broken: set[int] = set()  # ids of columns whose dtype is wrong: no value checks, no keys
+
+    def add(self, rule: str, message: str, severity: Severity = "error") -> None:
+        self.problems.append(Problem(self.file, rule, message, severity))
+
+    # ---------------------------------------------------------------------------------------------
+    def run(self, frame: _Frame) -> list[Problem]:
+        named = self._check_names(frame.columns)
+        if "x-positional" in self.schema:
+            resolved, matched, others = self._resolve_positional(named)
+        else:
+            resolved, matched, others = self._resolve_by_name(named)
+        self._check_index(frame, resolved)
+        self._check_rows(frame.n_rows)
+        properties = self.schema["properties"]
+        for name, column in resolved.items():
+            self._check_column(column, properties[name])
+        for column, spec in matched:
+            self._check_column(column, spec)
+        others = self._check_channels(others)
+        self._check_others(others)
+        for key in self.schema.get("x-unique", []):
+            self._check_key(key, resolved, frame.n_rows)
+        self._check_tissue_id_parts(resolved)
+        return self.problems
+
+    # names ----------------------------------------------------------------------------------------
+    def _check_names(self, columns: list[_Column]) -> dict[str, _Column]:
+        named: dict[str, _Column] = {}
+        repeats: dict[str, int] = {}
+        for column in columns:
+            if not isinstance(column.name, str):
+                self.add(
+                    "table.column.name",
+                    f"column {column.name!r} (position {column.position}) has a {type(column.name).__name__} "
+                    "name; Parquet needs string column names",
+                )
+            elif column.name in named:
+                repeats[column.name] = repeats.get(column.name, 1) + 1
+            else:
+                named[column.name] = column
+        for name, times in repeats.items():
+            self.add("table.column.duplicate", f"column {name!r} appears {times} times; column names must be unique")
+        return named
+
+    def _resolve_by_name(
+        self, named: dict[str, _Column]
+    ) -> tuple[dict[str, _Column], list[tuple[_Column, dict[str, Any]]], list[_Column]]:
+        properties = self.schema["properties"]
+        patterns = [(re.compile(p), spec) for p, spec in self.schema.get("patternProperties", {}).items()]
+        resolved: dict[str, _Column] = {}
+        matched: list[tuple[_Column, dict[str, Any]]] = []
+        others: list[_Column] = []
+        for name, column in named.items():
+            if name in properties:
+                resolved[name] = column
+                continue
+            spec = next((s for p, s in patterns if p.search(name)), None)
+            if spec is not None:
+                matched.append((column, spec))
+            else:
+                others.append(column)
+        return resolved, matched, others
+
+    def _resolve_positional(
+        self, named: dict[str, _Column]
+    ) -> tuple[dict[str, _Column], list[tuple[_Column, dict[str, Any]]], list[_Column]]:
+        order: list[str] = self.schema["x-positional"]
+        columns = list(named.values())
+        resolved = dict(zip(order, columns, strict=False))
+        for i, (prop, column) in enumerate(resolved.items(), start=1):
+            if column.name != prop:
+                # Only the position is fixed by the layout, but spora-io reads these columns by name.
+                self.add(
+                    "table.column.name",
+                    f"column {i} is named {column.name!r}; the spora-io reader looks the {self.kind} columns up as "
+                    f"{', '.join(map(repr, order))}, so name it {prop!r}",
+                    "warning",
+                )
+        expected = ", ".join(f"{i}: {p}" for i, p in enumerate(order, start=1))
+        for i, prop in enumerate(order[len(columns) :], start=len(columns) + 1):
+            self.add(
+                "table.column.missing",
+                f"column {i} ({prop}) is missing: a {self.kind} table has {len(order)} columns ({expected})",
+            )
+        for column in columns[len(order) :]:
+            self.add(
+                "table.column.unexpected",
+                f"column {column.name!r} (position {column.position + 1}) is not allowed: a {self.kind} table has "
+                f"exactly {len(order)} columns ({expected})",
+            )
+        return resolved, [], []
+
+    # index and rows -------------------------------------------------------------------------------
+    def _check_index(self, frame: _Frame, resolved: dict[str, _Column]) -> None:
+        index_name = self.schema.get("x-index")
+        index_required = bool(self.schema.get("x-index-required", False))
+        properties = self.schema["properties"]
+        closed = self.schema.get("additionalProperties") is False
+        index_column: _Column | None = None
+        for level in frame.index:
+            if level.name == index_name and index_column is None:
+                index_column = level
+            elif level.name in properties:
+                self.add(
+                    "table.index",
+                    f"{level.name!r} is stored as the pandas index, but the {self.kind} table needs it as a column "
+                    "(write df.reset_index())",
+                )
+            elif index_name is not None:
+                self.add("table.index", f"the index is named {level.name!r}; expected {index_name!r}")
+            elif closed:
+                self.add(
+                    "table.index",
+                    f"unexpected index {level.name!r}: the {self.kind} table has no index (write it with "
+                    "index=False or df.reset_index(drop=True))",
+                )
+        if index_name is None:
+            for name in properties:
+                if name not in resolved and any(level.name == name for level in frame.index):
+                    self._reported_missing.add(name)
+            return
+        column = resolved.get(index_name)
+        reader = "the spora-io reader looks rows up by it"
+        if index_column is not None and column is not None:
+            self.add("table.index", f"{index_name!r} is both the index and a column; keep only the index")
+        elif index_column is None and column is not None and index_required:
+            self.add(
+                "table.index",
+                f"{index_name!r} is a column, but the {self.kind} table needs it as the pandas index "
+                f"(write df.set_index({index_name!r})): {reader}",
+            )
+        elif index_column is None and column is None and index_required:
+            self.add(
+                "table.index",
+                f"the index must be named {index_name!r} and hold the tissue ids; found no index or column "
+                f"named {index_name!r}",
+            )
+            self._reported_missing.add(index_name)
+        if index_column is not None and column is None:
+            resolved[index_name] = index_column
+
+    @cached_property
+    def _reported_missing(self) -> set[str]:
+        return set()
+
+    def _check_rows(self, n_rows: int) -> None:
+        rows = self.schema.get("x-rows", {})
+        low, high = rows.get("minimum"), rows.get("maximum")
+        if low is not None and n_rows < low or high is not None and n_rows > high:
+            want = f"exactly {low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+            self.add("table.rows", f"the {self.kind} table has {n_rows} rows; expected {want}")
+
+    # one column -----------------------------------------------------------------------------------
+    def _check_column(self, column: _Column, spec: dict[str, Any]) -> None:
+        allowed = spec.get("x-dtype", [])
+        if column.conversion_error is not None:
+            self.broken.add(id(column))
+            self.add(
+                "table.column.dtype",
+                f"{column.label} cannot be stored as a typed Parquet column: it holds {column.conversion_error}; "
+                f"expected {' or '.join(allowed)}",
+            )
+            return
+        family = column.family
+        if family != "null" and allowed and family not in allowed:
+            self.broken.add(id(column))
+            self.add(
+                "table.column.dtype",
+                f"{column.label} has dtype {column.dtype_name} ({family}); expected {' or '.join(allowed)}",
+            )
+            return
+        if not column.loaded or family == "null":
+            if family == "null" and column.loaded and not _nullable(spec):
+                self._check_nulls(column)
+            return
+        if not _nullable(spec):
+            self._check_nulls(column)
+        severity: Severity = spec.get("x-severity", "error")
+        if family in _STRINGISH:
+            self._check_strings(column, spec, severity)
+        if "enum" in spec:
+            values = [v for v in spec["enum"] if v is not None]
+            mask = column.value_mask(lambda v: pc.invert(pc.is_in(v, value_set=pa.array(values, type=v.type))))
+            self._report(
+                "table.column.enum", column, mask, f"not one of {', '.join(map(repr, spec['enum']))}", severity
+            )
+        if family in _NUMERIC:
+            self._check_range(column, spec, severity)
+
+    def _check_nulls(self, column: _Column) -> None:
+        array = column.arrow
+        if column.family == "floating":
+            mask = pc.is_null(array, nan_is_null=True)
+        elif array.null_count:
+            mask = pc.is_null(array)
+        else:
+            return
+        n = _count(mask)
+        if n:
+            shown = _positions(mask)[:_MAX_EXAMPLES]
+            self.add(
+                "table.column.null",
+                f"{column.label} has {n} missing value(s) (null/NaN) at rows {', '.join(map(str, shown))}"
+                f"{_more(n, len(shown))}; it may not be empty",
+            )
+
+    def _check_strings(self, column: _Column, spec: dict[str, Any], severity: Severity) -> None:
+        if "pattern" in spec:
+            pattern = spec["pattern"]
+            mask = column.value_mask(lambda v: pc.invert(pc.match_substring_regex(v, pattern)))
+            self._report("table.column.pattern", column, mask, f"do not match the pattern {pattern!r}", severity)
+        if spec.get("x-tissue-id") and self.dataset is not None:
+            prefix = f"{self.dataset}_"
+            mask = column.value_mask(lambda v: pc.invert(pc.starts_with(v, prefix)))
+            self._report(
+                "table.dataset.mismatch", column, mask, f"are tissue ids that do not start with {prefix!r}"
+            )
+
+    def _check_range(self, column: _Column, spec: dict[str, Any], severity: Severity) -> None:
+        bounds = [(keyword, flag, word) for keyword, flag, word in _BOUNDS if keyword in spec]
+        if not bounds:
+            return
+        mask: pa.ChunkedArray | None = None
+        for keyword, flag, _ in bounds:
+            part = flag(column.arrow, spec[keyword])
+            mask = part if mask is None else pc.or_kleene(mask, part)
+        assert mask is not None
+        wanted = " and ".join(f"{word} {spec[keyword]}" for keyword, _, word in bounds)
+        self._report("table.column.range", column, pc.fill_null(mask, False), f"are not {wanted}", severity)
+
+    def _report(self, rule: str, column: _Column, mask: pa.ChunkedArray, what: str, severity: Severity = "error") -> None:
+        n = _count(mask)
+        if not n:
+            return
+        positions = _positions(mask)
+        shown = positions[:_MAX_EXAMPLES]
+        values = ", ".join(f"{_short(v)} (row {p})" for v, p in zip(column.examples(shown), shown, strict=True))
+        self.add(rule, f"{column.label}: {n} value(s) {what}: {values}{_more(n, len(shown))}", severity)
+
+    # columns the schema does not name -------------------------------------------------------------
+    def _check_channels(self, others: list[_Column]) -> list[_Column]:
+        """Check the channel columns among ``others``; return the columns that are not channel columns."""
+        config = self.schema.get("x-channel-columns")
+        if config is None:
+            return others
+        spec = {"x-dtype": config["x-dtype"], "x-nullable": config["x-nullable"]}
+        exact = config["match"] == "exact"
+        if self.channels is None:
+            # Without the channel list, every unnamed column of an exact table is a channel column.
+            channel_columns, rest = (others, []) if exact else ([], others)
+        else:
+            wanted = set(self.channels)
+            channel_columns = [c for c in others if c.name in wanted]
+            rest = [c for c in others if c.name not in wanted]
+            self._compare_channels([c.name for c in others], exact)
+            if exact:
+                rest = []  # already reported as extra channels
+        for column in channel_columns:
+            self._check_column(column, spec)
+        return rest
+
+    def _compare_channels(self, present: list[str], exact: bool) -> None:
+        assert self.channels is not None
+        wanted, have = set(self.channels), set(present)
+        missing = [c for c in self.channels if c not in have]
+        if not exact:
+            if missing and wanted & have:
+                self.add(
+                    "table.channels.mismatch",
+                    f"intensity columns exist for {len(wanted & have)} of {len(wanted)} channels; missing: "
+                    f"{', '.join(map(repr, missing))}",
+                    "warning",
+                )
+            return
+        extra = [c for c in present if c not in wanted]
+        if missing:
+            self.add(
+                "table.channels.mismatch",
+                f"{len(missing)} channel column(s) of channels.parquet are missing: {', '.join(map(repr, missing))}",
+            )
+        if extra:
+            self.add(
+                "table.channels.mismatch",
+                f"{len(extra)} column(s) are not channels of channels.parquet: {', '.join(map(repr, extra))}",
+            )
+        if not missing and not extra and present != self.channels:
+            i = next(i for i, (a, b) in enumerate(zip(present, self.channels, strict=True)) if a != b)
+            self.add(
+                "table.channels.mismatch",
+                f"channel columns are not in channels.parquet order: position {i} holds {present[i]!r} where "
+                f"channels.parquet has {self.channels[i]!r}",
+            )
+
+    def _check_others(self, others: list[_Column]) -> None:
+        properties = self.schema["properties"]
+        for name in self.schema.get("required", []):
+            if name in properties and name not in self._resolved_names and name not in self._reported_missing:
+                where = " (as the index or a column)" if name == self.schema.get("x-index") else ""
+                self.add("table.column.missing", f"required column {name!r} is missing{where}")
+        closed = self.schema.get("additionalProperties") is False
+        for column in others:
+            if closed:
+                allowed = ", ".join(map(repr, properties))
+                self.add(
+                    "table.column.unexpected",
+                    f"column {column.name!r} is not allowed in the {self.kind} table (columns: {allowed})",
+                )
+            elif not _SNAKE_CASE.match(column.name) and not self._maybe_channel(column):
+                self.add(
+                    "table.column.name",
+                    f"column {column.name!r} is not lower-case snake_case (only channel names keep their HUGO "
+                    "spelling)",
+                    "warning",
+                )
+
+    def _maybe_channel(self, column: _Column) -> bool:
+        # Without the channel list, a floating column of a table with optional channel columns may be one.
+        config = self.schema.get("x-channel-columns")
+        return config is not None and self.channels is None and column.family in config["x-dtype"]
+
+    @property
+    def _resolved_names(self) -> set[str]:
+        return self.__dict__.get("_resolved", set())
+
+    # keys -----------------------------------------------------------------------------------------
+    def _check_key(self, key: list[str], resolved: dict[str, _Column], n_rows: int) -> None:
+        columns = [resolved.get(name) for name in key]
+        if n_rows < 2 or any(
+            c is None or not c.loaded or id(c) in self.broken or c.conversion_error is not None for c in columns
+        ):
+            return
+        table = pa.table({f"k{i}": c.arrow for i, c in enumerate(columns)}).unify_dictionaries()  # type: ignore[union-attr]
+        n_groups = table.group_by(table.column_names).aggregate([]).num_rows
+        if n_groups == n_rows:
+            return
+        # Slow path, only when duplicates exist: find which rows repeat which keys.
+        keys = table.to_pandas()
+        keys.columns = key
+        positions = np.flatnonzero(keys.duplicated(keep=False).to_numpy())
+        groups = keys.iloc[positions[:200]].groupby(key, sort=False, dropna=False).groups
+        shown = []
+        for value, rows in list(groups.items())[:3]:
+            value = value if isinstance(value, tuple) else (value,)
+            shown.append(f"({', '.join(map(_short, value))}) at rows {', '.join(map(str, list(rows)[:_MAX_EXAMPLES]))}")
+        self.add(
+            "table.key.duplicate",
+            f"{n_rows - n_groups} row(s) repeat the key ({', '.join(key)}), which must be unique: {'; '.join(shown)}"
+            f"{_more(len(groups), len(shown)) if len(groups) <= 200 else ', ...'}",
+        )
+
+    def _check_tissue_id_parts(self, resolved: dict[str, _Column]) -> None:
+        parts = self.schema.get("x-tissue-id-parts")
+        if not parts:
+            return
+        columns = [resolved.get(name) for name in ("tissue_id", *parts)]
+        if any(c is None or not c.loaded or id(c) in self.broken or c.family == "null" for c in columns):
+            return
+        tissue, patient, specimen = (pc.cast(c.arrow, pa.string()) for c in columns)  # type: ignore[union-attr]
+        well_formed = pc.match_substring_regex(tissue, self.schema["properties"]["tissue_id"]["pattern"])
+        # A well-formed tissue id ends with '<8-char patient>_<4-digit specimen>': its last 13 characters.
+        tail = pc.utf8_slice_codeunits(tissue, start=-13)
+        expected = pc.binary_join_element_wise(patient, specimen, "_")
+        mask = pc.fill_null(pc.and_kleene(well_formed, pc.not_equal(tail, expected)), False)
+        n = _count(mask)
+        if not n:
+            return
+        shown = _positions(mask)[:_MAX_EXAMPLES]
+        take = pa.array(shown, type=pa.int64())
+        examples = ", ".join(
+            f"{t!r} with patient_id {p!r}, specimen_id {s!r} (row {r})"
+            for t, p, s, r in zip(
+                tissue.take(take).to_pylist(), patient.take(take).to_pylist(), specimen.take(take).to_pylist(), shown,
+                strict=True,
+            )
+        )
+        self.add(
+            "table.tissue_id.parts",
+            f"{n} tissue id(s) are not '<dataset>_<{parts[0]}>_<{parts[1]}>' of their own row: {examples}"
+            f"{_more(n, len(shown))}",
+        )
