@@ -188,7 +188,7 @@ def patient_hash(raw_patient_id: object, dataset: str = "") -> str:
     and machines, and it does not reveal the raw identifier.
 
     >>> patient_hash("P-001", "mystudy2025cohort")
-    '4f2c9f0b'
+    '539d8352'
     """
     digest = hashlib.sha256(f"{dataset}/{raw_patient_id}".encode()).hexdigest()
     return digest[:8]

@@ -55,7 +55,7 @@ def shard_shape(shape: Sequence[int], chunk: int = CHUNK_SIZE, max_shards: int =
     >>> shard_shape((30, 1000, 1000))
     (30, 256, 256)
     >>> shard_shape((30, 40000, 30000))
-    (30, 4096, 4096)
+    (30, 3840, 3840)
     """
     c, h, w = (int(s) for s in shape)
     ny, nx = math.ceil(h / chunk), math.ceil(w / chunk)

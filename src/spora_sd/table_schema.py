@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from jsonschema import Draft202012Validator
 
+from .errors import CohortFormatError
 from .report import Problem, Severity
 
 __all__ = [
@@ -87,8 +89,7 @@ RULES: dict[str, str] = {
     "read as 'name' and 'id').",
     "table.column.duplicate": "Two or more columns share one name.",
     "table.column.missing": "A required column is missing (or, in a positional table, there are too few columns).",
-    "table.column.unexpected": "A column that this table does not allow (the schema's additionalProperties is "
-    "false).",
+    "table.column.unexpected": "A column that this table does not allow (the schema's additionalProperties is false).",
     "table.column.dtype": "A column's dtype is not one of the families its schema allows (x-dtype), or its values "
     "mix types so that it cannot be stored as a typed Parquet column.",
     "table.column.null": "A column that may not be empty holds missing values (null, None, NaN, pd.NA).",
@@ -247,19 +248,24 @@ class _Column:
         return self.data is not None
 
     @cached_property
-    def _converted(self) -> tuple[pa.ChunkedArray | None, str | None]:
+    def _converted(self) -> tuple[pa.ChunkedArray | None, pa.DataType | None, str | None]:
+        """Arrow values, the dtype they stand for, and why conversion failed (if it did)."""
         if self.data is None or isinstance(self.data, pa.ChunkedArray):
-            return self.data, None
+            return self.data, self._given_type, None
         try:
+            encoded = _encode_object_strings(self.data)
+            if encoded is not None:
+                return encoded, pa.string(), None
             # from_pandas: NaN/None/pd.NA become nulls, exactly as DataFrame.to_parquet stores them.
-            return pa.chunked_array([pa.array(self.data, from_pandas=True)]), None
+            array = pa.array(self.data, from_pandas=True)
+            return pa.chunked_array([array]), array.type, None
         except (pa.ArrowException, ValueError, TypeError) as exc:
             kinds = pd.api.types.infer_dtype(self.data, skipna=True)
-            return None, f"values of mixed or unsupported types ({kinds}: {exc})"
+            return None, None, f"values of mixed or unsupported types ({kinds}: {exc})"
 
     @property
     def conversion_error(self) -> str | None:
-        return self._converted[1]
+        return self._converted[2]
 
     @property
     def arrow(self) -> pa.ChunkedArray:
@@ -270,6 +276,7 @@ class _Column:
 
     @cached_property
     def arrow_type(self) -> pa.DataType | None:
+        """The Arrow type the column has (or would have in Parquet), without converting values if possible."""
         if self._given_type is not None:
             return self._given_type
         if isinstance(self.data, pd.Series | pd.Index):
@@ -277,8 +284,7 @@ class _Column:
             # numpy bool/int/float columns map to Arrow types directly; no need to copy the values.
             if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
                 return pa.from_numpy_dtype(dtype)
-        array = self._converted[0]
-        return None if array is None else array.type
+        return self._converted[1]
 
     @property
     def family(self) -> str | None:
@@ -305,13 +311,52 @@ class _Column:
         chunks = []
         for chunk in self._chunks_for_values:
             if isinstance(chunk, pa.DictionaryArray):
-                chunks.append(pc.take(flag(chunk.dictionary), chunk.indices))
+                chunks.append(pc.take(_flag_valid(flag, chunk.dictionary), chunk.indices))
             else:
-                chunks.append(flag(chunk))
+                chunks.append(_flag_valid(flag, chunk))
         return pc.fill_null(pa.chunked_array(chunks, type=pa.bool_()), False)
 
     def examples(self, positions: np.ndarray) -> list[Any]:
         return self.arrow.take(pa.array(positions, type=pa.int64())).to_pylist()
+
+    def codes(self) -> tuple[np.ndarray, int]:
+        """Dense int64 codes of the values (equal values, equal codes; null is a value) and their count."""
+        chunks = self._chunks_for_values
+        if chunks and all(isinstance(c, pa.DictionaryArray) for c in chunks):
+            array = pa.chunked_array(chunks)
+            if len(chunks) > 1:  # one dictionary for all chunks, so that codes compare across chunks
+                array = pa.table({"c": array}).unify_dictionaries().column(0)
+            indices = pa.chunked_array([c.indices for c in array.chunks])
+            codes = pc.fill_null(indices, -1).to_numpy().astype(np.int64) + 1
+            return codes, len(array.chunks[0].dictionary) + 1 if array.chunks else 1
+        array = pa.chunked_array(chunks, type=self.arrow.type)
+        if _dtype_family(array.type) in ("integer", "unsignedinteger") and array.null_count == 0 and len(array):
+            values = array.to_numpy().astype(np.int64, copy=False)
+            low, high = int(values.min()), int(values.max())
+            if high - low < 2**32:  # small range: the values themselves are dense enough codes
+                return values - low, high - low + 1
+        codes, uniques = pd.factorize(array.to_pandas(), use_na_sentinel=False)
+        return codes.astype(np.int64, copy=False), len(uniques)
+
+
+def _encode_object_strings(data: pd.Series | pd.Index) -> pa.ChunkedArray | None:
+    """A long object column of strings as an Arrow dictionary array, or None if it is something else.
+
+    Hashing the Python strings once (``pandas.factorize``) is faster than copying millions of them into
+    Arrow, and the per-value checks want distinct values anyway.
+    """
+    if data.dtype != object or len(data) < _ENCODE_MIN_ROWS:
+        return None
+    codes, uniques = pd.factorize(data, use_na_sentinel=True)
+    if pd.api.types.infer_dtype(uniques, skipna=False) not in ("string", "empty"):
+        return None
+    indices = pa.array(codes, mask=codes < 0)
+    return pa.chunked_array([pa.DictionaryArray.from_arrays(indices, pa.array(uniques, type=pa.string()))])
+
+
+def _flag_valid(flag: Callable[[pa.Array], pa.Array], values: pa.Array) -> pa.Array:
+    # Kernels such as is_in say False (not null) for a null value; a null must never be flagged.
+    return pc.and_kleene(flag(values), pc.is_valid(values)) if values.null_count else flag(values)
 
 
 class _Frame:
@@ -385,6 +430,23 @@ def _more(total: int, shown: int) -> str:
     return f", ... ({total - shown} more)" if total > shown else ""
 
 
+def _key_codes(parts: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """One int64 code per row for a multi-column key, equal exactly where all parts are equal."""
+    key, cardinality = parts[0]
+    for codes, count in parts[1:]:
+        if cardinality * count >= 2**62:  # would overflow: renumber the key so far densely
+            key, uniques = pd.factorize(key)
+            cardinality = len(uniques)
+        key = key * count + codes
+        cardinality *= count
+    return key
+
+
+def _has_repeats(codes: np.ndarray) -> bool:
+    ordered = np.sort(codes)
+    return bool((ordered[1:] == ordered[:-1]).any())
+
+
 class _Checker:
     """Collects the problems of one table against one schema."""
 
@@ -402,6 +464,7 @@ class _Checker:
         self.dataset = dataset
         self.problems: list[Problem] = []
         self.broken: set[int] = set()  # ids of columns whose dtype is wrong: no value checks, no keys
+        self.reported_missing: set[str] = set()  # required columns already reported by the index check
 
     def add(self, rule: str, message: str, severity: Severity = "error") -> None:
         self.problems.append(Problem(self.file, rule, message, severity))
@@ -414,6 +477,7 @@ class _Checker:
         else:
             resolved, matched, others = self._resolve_by_name(named)
         self._check_index(frame, resolved)
+        self._check_missing(resolved)
         self._check_rows(frame.n_rows)
         properties = self.schema["properties"]
         for name, column in resolved.items():
@@ -519,9 +583,7 @@ class _Checker:
                     "index=False or df.reset_index(drop=True))",
                 )
         if index_name is None:
-            for name in properties:
-                if name not in resolved and any(level.name == name for level in frame.index):
-                    self._reported_missing.add(name)
+            self.reported_missing.update(level.name for level in frame.index if level.name in properties)
             return
         column = resolved.get(index_name)
         reader = "the spora-io reader looks rows up by it"
@@ -539,13 +601,15 @@ class _Checker:
                 f"the index must be named {index_name!r} and hold the tissue ids; found no index or column "
                 f"named {index_name!r}",
             )
-            self._reported_missing.add(index_name)
+            self.reported_missing.add(index_name)
         if index_column is not None and column is None:
             resolved[index_name] = index_column
 
-    @cached_property
-    def _reported_missing(self) -> set[str]:
-        return set()
+    def _check_missing(self, resolved: dict[str, _Column]) -> None:
+        for name in self.schema.get("required", []):
+            if name in self.schema["properties"] and name not in resolved and name not in self.reported_missing:
+                where = " (as the index or a column)" if name == self.schema.get("x-index") else ""
+                self.add("table.column.missing", f"required column {name!r} is missing{where}")
 
     def _check_rows(self, n_rows: int) -> None:
         rows = self.schema.get("x-rows", {})
@@ -616,23 +680,20 @@ class _Checker:
         if spec.get("x-tissue-id") and self.dataset is not None:
             prefix = f"{self.dataset}_"
             mask = column.value_mask(lambda v: pc.invert(pc.starts_with(v, prefix)))
-            self._report(
-                "table.dataset.mismatch", column, mask, f"are tissue ids that do not start with {prefix!r}"
-            )
+            self._report("table.dataset.mismatch", column, mask, f"are tissue ids that do not start with {prefix!r}")
 
     def _check_range(self, column: _Column, spec: dict[str, Any], severity: Severity) -> None:
         bounds = [(keyword, flag, word) for keyword, flag, word in _BOUNDS if keyword in spec]
         if not bounds:
             return
-        mask: pa.ChunkedArray | None = None
-        for keyword, flag, _ in bounds:
-            part = flag(column.arrow, spec[keyword])
-            mask = part if mask is None else pc.or_kleene(mask, part)
-        assert mask is not None
+        masks = [flag(column.arrow, spec[keyword]) for keyword, flag, _ in bounds]
+        mask = functools.reduce(pc.or_kleene, masks)
         wanted = " and ".join(f"{word} {spec[keyword]}" for keyword, _, word in bounds)
         self._report("table.column.range", column, pc.fill_null(mask, False), f"are not {wanted}", severity)
 
-    def _report(self, rule: str, column: _Column, mask: pa.ChunkedArray, what: str, severity: Severity = "error") -> None:
+    def _report(
+        self, rule: str, column: _Column, mask: pa.ChunkedArray, what: str, severity: Severity = "error"
+    ) -> None:
         n = _count(mask)
         if not n:
             return
@@ -664,9 +725,9 @@ class _Checker:
         return rest
 
     def _compare_channels(self, present: list[str], exact: bool) -> None:
-        assert self.channels is not None
+        channels = self.channels or []
         wanted, have = set(self.channels), set(present)
-        missing = [c for c in self.channels if c not in have]
+        missing = [c for c in channels if c not in have]
         if not exact:
             if missing and wanted & have:
                 self.add(
@@ -687,20 +748,16 @@ class _Checker:
                 "table.channels.mismatch",
                 f"{len(extra)} column(s) are not channels of channels.parquet: {', '.join(map(repr, extra))}",
             )
-        if not missing and not extra and present != self.channels:
-            i = next(i for i, (a, b) in enumerate(zip(present, self.channels, strict=True)) if a != b)
+        if not missing and not extra and present != channels:
+            i = next(i for i, (a, b) in enumerate(zip(present, channels, strict=True)) if a != b)
             self.add(
                 "table.channels.mismatch",
                 f"channel columns are not in channels.parquet order: position {i} holds {present[i]!r} where "
-                f"channels.parquet has {self.channels[i]!r}",
+                f"channels.parquet has {channels[i]!r}",
             )
 
     def _check_others(self, others: list[_Column]) -> None:
         properties = self.schema["properties"]
-        for name in self.schema.get("required", []):
-            if name in properties and name not in self._resolved_names and name not in self._reported_missing:
-                where = " (as the index or a column)" if name == self.schema.get("x-index") else ""
-                self.add("table.column.missing", f"required column {name!r} is missing{where}")
         closed = self.schema.get("additionalProperties") is False
         for column in others:
             if closed:
@@ -722,10 +779,6 @@ class _Checker:
         config = self.schema.get("x-channel-columns")
         return config is not None and self.channels is None and column.family in config["x-dtype"]
 
-    @property
-    def _resolved_names(self) -> set[str]:
-        return self.__dict__.get("_resolved", set())
-
     # keys -----------------------------------------------------------------------------------------
     def _check_key(self, key: list[str], resolved: dict[str, _Column], n_rows: int) -> None:
         columns = [resolved.get(name) for name in key]
@@ -733,23 +786,24 @@ class _Checker:
             c is None or not c.loaded or id(c) in self.broken or c.conversion_error is not None for c in columns
         ):
             return
-        table = pa.table({f"k{i}": c.arrow for i, c in enumerate(columns)}).unify_dictionaries()  # type: ignore[union-attr]
-        n_groups = table.group_by(table.column_names).aggregate([]).num_rows
-        if n_groups == n_rows:
+        codes = _key_codes([c.codes() for c in columns if c is not None])
+        if not _has_repeats(codes):
             return
-        # Slow path, only when duplicates exist: find which rows repeat which keys.
-        keys = table.to_pandas()
-        keys.columns = key
-        positions = np.flatnonzero(keys.duplicated(keep=False).to_numpy())
-        groups = keys.iloc[positions[:200]].groupby(key, sort=False, dropna=False).groups
+        # Slow path, only when duplicates exist: which rows repeat which keys.
+        repeated = pd.Series(codes).duplicated(keep=False).to_numpy()
+        positions = np.flatnonzero(repeated)
+        extra = int(len(positions) - len(np.unique(codes[positions])))
+        first = positions[:200]
+        groups = pd.Series(first).groupby(codes[first], sort=False).agg(list).tolist()
         shown = []
-        for value, rows in list(groups.items())[:3]:
-            value = value if isinstance(value, tuple) else (value,)
-            shown.append(f"({', '.join(map(_short, value))}) at rows {', '.join(map(str, list(rows)[:_MAX_EXAMPLES]))}")
+        for rows in groups[:3]:
+            rows = np.asarray(rows[:_MAX_EXAMPLES])
+            value = ", ".join(_short(c.examples(rows[:1])[0]) for c in columns if c is not None)
+            shown.append(f"({value}) at rows {', '.join(map(str, rows))}")
         self.add(
             "table.key.duplicate",
-            f"{n_rows - n_groups} row(s) repeat the key ({', '.join(key)}), which must be unique: {'; '.join(shown)}"
-            f"{_more(len(groups), len(shown)) if len(groups) <= 200 else ', ...'}",
+            f"{extra} row(s) repeat the key ({', '.join(key)}), which must be unique: {'; '.join(shown)}"
+            f"{', ...' if len(groups) > len(shown) else ''}",
         )
 
     def _check_tissue_id_parts(self, resolved: dict[str, _Column]) -> None:
@@ -773,7 +827,10 @@ class _Checker:
         examples = ", ".join(
             f"{t!r} with patient_id {p!r}, specimen_id {s!r} (row {r})"
             for t, p, s, r in zip(
-                tissue.take(take).to_pylist(), patient.take(take).to_pylist(), specimen.take(take).to_pylist(), shown,
+                tissue.take(take).to_pylist(),
+                patient.take(take).to_pylist(),
+                specimen.take(take).to_pylist(),
+                shown,
                 strict=True,
             )
         )
@@ -782,3 +839,294 @@ class _Checker:
             f"{n} tissue id(s) are not '<dataset>_<{parts[0]}>_<{parts[1]}>' of their own row: {examples}"
             f"{_more(n, len(shown))}",
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def check_table(
+    table: pd.DataFrame | pa.Table,
+    kind: str,
+    file: str | Path,
+    *,
+    channels: Sequence[str] | None = None,
+    dataset: str | None = None,
+) -> list[Problem]:
+    """Check a table against the schema of its kind, column by column.
+
+    Every check is vectorised (pyarrow compute kernels over whole columns; per-value checks over the distinct
+    values of a column); nothing loops over rows. All problems are collected, none raised.
+
+    Parameters
+    ----------
+    table
+        The table, as a DataFrame (named index levels count as columns) or an Arrow table (the pandas
+        metadata tells which columns were the index).
+    kind
+        One of :data:`SCHEMA_KINDS`.
+    file
+        The file the table belongs to; it is named in every problem.
+    channels
+        The modality's channel list (``channels.parquet`` order). When given, the channel columns of
+        ``channels_per_tissue`` and the standardization tables must equal it, in order, and the intensity
+        columns of ``cells`` are recognised by it. Ignored by the other kinds.
+    dataset
+        The cohort's dataset key. When given, every tissue id must start with ``"<dataset>_"``.
+
+    Returns
+    -------
+    list of Problem
+        One per broken rule and column (rule ids in :data:`RULES`); empty if the table is valid.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is unknown.
+    TypeError
+        If ``table`` is neither a DataFrame nor an Arrow table.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> cpt = pd.DataFrame({"CD3E": [True], "KRT5": [1]},
+    ...                    index=pd.Index(["jackson2020single_a1b2c3d4_0000"], name="tissue_id"))
+    >>> for p in check_table(cpt, "channels_per_tissue", "imc/channels_per_tissue.parquet",
+    ...                      channels=["CD3E", "KRT5"], dataset="jackson2020single"):
+    ...     print(p.rule, "|", p.message)
+    table.column.dtype | column 'KRT5' has dtype int64 (integer); expected boolean
+    """
+    schema = _schema(kind)
+    if isinstance(table, pd.DataFrame):
+        frame = _Frame.from_pandas(table)
+    elif isinstance(table, pa.Table):
+        frame = _Frame.from_arrow(table)
+    else:
+        raise TypeError(f"check_table needs a pandas DataFrame or a pyarrow Table, not {type(table).__name__}")
+    return _Checker(schema, file, channels, dataset).run(frame)
+
+
+def read_table_checked(
+    path: str | Path,
+    kind: str,
+    *,
+    columns: Sequence[str] | None = None,
+    channels: Sequence[str] | None = None,
+    dataset: str | None = None,
+) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Read one Parquet table of a cohort and check it, never raising on bad input.
+
+    Parameters
+    ----------
+    path
+        The ``.parquet`` file.
+    kind
+        One of :data:`SCHEMA_KINDS`.
+    columns
+        Read only these columns (plus the table's required and key columns, which the checks need), e.g. to
+        keep a large ``cells.parquet`` fast. Column names and dtypes of the whole file are still checked
+        from its footer; values only of what was read.
+    channels, dataset
+        As for :func:`check_table`.
+
+    Returns
+    -------
+    tuple
+        The table as a DataFrame (None if the file cannot be read) and the list of problems. An unreadable
+        file (missing, a folder, truncated, not Parquet) is one ``table.unreadable`` problem.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> bad = pathlib.Path(tempfile.mkdtemp()) / "tissues.parquet"
+    >>> _ = bad.write_text("tissue_id,modality\\n")
+    >>> df, problems = read_table_checked(bad, "tissues")
+    >>> df is None, [p.rule for p in problems]
+    (True, ['table.unreadable'])
+    """
+    schema = _schema(kind)
+    path = Path(path)
+
+    def unreadable(why: str) -> tuple[None, list[Problem]]:
+        return None, [Problem(str(path), "table.unreadable", f"cannot read the {kind} table: {why}")]
+
+    if path.is_dir():
+        return unreadable("it is a folder; the layout stores every table as one Parquet file")
+    try:
+        with pq.ParquetFile(path) as parquet:
+            file_schema = parquet.schema_arrow
+            load = None
+            if columns is not None:
+                needed = {
+                    *columns,
+                    *schema.get("required", []),
+                    *(c for key in schema.get("x-unique", []) for c in key),
+                }
+                load = [name for name in file_schema.names if name in needed]
+            table = parquet.read(columns=load, use_pandas_metadata=True)
+    except (OSError, pa.ArrowException, ValueError, TypeError) as exc:
+        return unreadable(f"{type(exc).__name__}: {exc}")
+    problems = _Checker(schema, path, channels, dataset).run(_Frame.from_arrow(table, file_schema))
+    try:
+        df = table.to_pandas(split_blocks=True)
+    except (pa.ArrowException, ValueError, TypeError, KeyError) as exc:
+        problems.append(
+            Problem(
+                str(path),
+                "table.unreadable",
+                f"cannot convert the {kind} table to pandas (corrupt pandas metadata?): {exc}",
+            )
+        )
+        return None, problems
+    return df, problems
+
+
+def ensure_valid_table(
+    df: pd.DataFrame | pa.Table,
+    kind: str,
+    file: str | Path,
+    *,
+    channels: Sequence[str] | None = None,
+    dataset: str | None = None,
+) -> None:
+    """Raise if ``df`` breaks the schema of ``kind``; writers call this before anything touches the disk.
+
+    Warnings (e.g. a column name that is not snake_case) are logged, not raised.
+
+    Parameters
+    ----------
+    df
+        The table to be written.
+    kind, file, channels, dataset
+        As for :func:`check_table`.
+
+    Raises
+    ------
+    CohortFormatError
+        With the first error's rule id; the message lists every error.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> enc = pd.DataFrame({"name": ["T cell", "B cell"], "id": [1, 0]})
+    >>> ensure_valid_table(enc, "label_encoder", "label_encoder.parquet")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    spora_sd.errors.CohortFormatError: label_encoder.parquet: [table.column.range] column 'id': 1 value(s) ...
+    """
+    problems = check_table(df, kind, file, channels=channels, dataset=dataset)
+    for problem in problems:
+        if problem.severity == "warning":
+            logger.warning("%s", problem)
+    errors = [p for p in problems if p.severity == "error"]
+    if not errors:
+        return
+    message = errors[0].message
+    if len(errors) > 1:
+        message += f"\nAll {len(errors)} problems:\n" + "\n".join(str(p) for p in errors)
+    raise CohortFormatError(file, errors[0].rule, message)
+
+
+def _md(text: str) -> str:
+    """Escape Markdown text: ``|`` would split a table cell, ``<name>`` would be read as an HTML tag."""
+    return text.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(text: object) -> str:
+    """A code span that is safe inside a table cell (only ``|`` needs escaping there)."""
+    escaped = str(text).replace("|", "\\|")
+    return f"`{escaped}`"
+
+
+def _constraints(spec: dict[str, Any]) -> str:
+    parts = []
+    if "pattern" in spec:
+        parts.append(f"pattern {_code(spec['pattern'])}")
+    if "enum" in spec:
+        parts.append("one of " + ", ".join("null" if v is None else _code(v) for v in spec["enum"]))
+    parts.extend(f"{_md(word)} {spec[keyword]}" for keyword, _, word in _BOUNDS if keyword in spec)
+    parts.append("may be null" if _nullable(spec) else "not null")
+    if spec.get("x-tissue-id"):
+        parts.append(f"starts with {_code('<dataset>_')}")
+    if spec.get("x-severity") == "warning":
+        parts.append("violations are warnings")
+    return "; ".join(parts)
+
+
+def schema_markdown(kind: str) -> str:
+    """A Markdown description of one table kind: a table of its columns, then its keys and policies.
+
+    Used to generate the layout page of the documentation from the schemas, so the two cannot drift.
+
+    Parameters
+    ----------
+    kind
+        One of :data:`SCHEMA_KINDS`.
+
+    Returns
+    -------
+    str
+        Markdown text: a heading line, the description, a column table (column, required, dtype, constraints,
+        description) and a list of table-level rules.
+
+    Examples
+    --------
+    >>> print(schema_markdown("label_encoder").splitlines()[4])
+    | column | required | dtype | constraints | description |
+    """
+    schema = _schema(kind)
+    required = set(schema.get("required", []))
+    positional = schema.get("x-positional")
+    index_name = schema.get("x-index")
+    lines = [
+        f"#### {_code(kind)}: {_code(schema['x-file'])}",
+        "",
+        _md(schema["description"]),
+        "",
+        "| column | required | dtype | constraints | description |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def row(label: str, req: str, spec: dict[str, Any], description: str) -> None:
+        dtype = ", ".join(spec.get("x-dtype", []))
+        lines.append(f"| {label} | {req} | {dtype} | {_constraints(spec)} | {_md(description)} |")
+
+    for name, spec in schema["properties"].items():
+        label = _code(name)
+        if positional:
+            label = f"column {positional.index(name) + 1} ({_code(name)})"
+        if name == index_name:
+            label += " (index)" if schema.get("x-index-required") else " (index or column)"
+        row(label, "yes" if name in required else "no", spec, spec.get("description", ""))
+    for pattern, spec in schema.get("patternProperties", {}).items():
+        row(f"columns matching {_code(pattern)}", "no", spec, spec.get("description", ""))
+    channel_columns = schema.get("x-channel-columns")
+    if channel_columns:
+        exact = channel_columns["match"] == "exact"
+        row(
+            "`<channel>` (one per channel name)",
+            "every channel, in `channels.parquet` order" if exact else "no",
+            channel_columns,
+            channel_columns.get("description", ""),
+        )
+
+    notes = []
+    for key in schema.get("x-unique", []):
+        notes.append(f"- Key: ({', '.join(map(_code, key))}) is unique.")
+    rows = schema.get("x-rows", {})
+    if rows:
+        low, high = rows.get("minimum"), rows.get("maximum")
+        notes.append(f"- Rows: exactly {low}." if low == high else f"- Rows: at least {low}.")
+    if positional:
+        notes.append("- Columns are identified by position; other names are a warning (spora-io reads them by name).")
+    additional = schema.get("additionalProperties", True)
+    if additional is False:
+        notes.append("- No other column is allowed.")
+    elif additional is True and not channel_columns:
+        notes.append("- Other columns are allowed (lower-case snake_case names).")
+    elif additional is True:
+        notes.append("- Other columns are allowed.")
+    if schema.get("x-tissue-id-parts"):
+        a, b = schema["x-tissue-id-parts"]
+        notes.append(f"- `tissue_id` equals `<dataset>_<{a}>_<{b}>` of its own row.")
+    return "\n".join([*lines, "", *notes, ""])

@@ -1,0 +1,185 @@
+"""The ``spora-sd`` command line.
+
+Every command is a thin wrapper around one Python function (named in its help), and known errors
+end with a one-line message and exit code 1, never a traceback. Usage errors exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .errors import SporaError
+
+app = typer.Typer(
+    name="spora-sd",
+    help="Spatial proteomics cohorts (spora layout) <-> SpatialData, LaminDB registration, validation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+#: Errors that are the user's input, not our bug: they end in a message and exit code 1.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (SporaError, FileNotFoundError, FileExistsError, ValueError, KeyError)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn known errors into ``Error: <message>`` on stderr and exit code 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KNOWN_ERRORS as exc:
+            err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)], force=True
+    )
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+@handle_errors
+def validate(
+    path: Annotated[Path, typer.Argument(help="Cohort folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    deep: Annotated[bool, typer.Option(help="Also decode every image chunk (slow).")] = False,
+    allow_partial: Annotated[bool, typer.Option(help="Missing files of a partial copy are warnings.")] = False,
+) -> None:
+    """Check a cohort against every rule of the spora layout. Exit 0 when valid, 1 otherwise.
+
+    → Python: ``spora_sd.validate(path)``
+    """
+    from .validate import validate as run_validate
+
+    report = run_validate(path, deep=deep, allow_partial=allow_partial)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def print_report(report: Any) -> None:
+    """Print a validation report as a rich table."""
+    status = "[green]valid[/]" if report.ok else "[red]INVALID[/]"
+    checked = ", ".join(f"{n} {k}" for k, n in sorted(report.checked.items())) or "nothing"
+    console.print(f"{report.root}: {status} (checked {checked})")
+    if report.problems:
+        table = Table("severity", "file", "rule", "message", show_lines=False)
+        for p in report.problems:
+            color = "red" if p.severity == "error" else "yellow"
+            table.add_row(f"[{color}]{p.severity}[/]", p.file, p.rule, p.message)
+        console.print(table)
+
+
+@app.command()
+@handle_errors
+def info(
+    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Summarise a cohort: tissues, modalities, channels, resolutions, cells, missing files.
+
+    → Python: ``spora_sd.open_cohort(path).summary()``
+    """
+    from .cohort import open_cohort
+    from .registry import resolve_cohort
+
+    summary = open_cohort(resolve_cohort(cohort)).summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console.print(f"[bold]{summary['dataset']}[/] ({summary['path']})")
+    console.print(f"tissues: {summary['n_tissues']}   cells: {summary['n_cells']}")
+    table = Table("modality", "tissues", "resolutions (mpp)", "channels")
+    for m, e in summary["modalities"].items():
+        channels = e.get("channels")
+        shown = "" if channels is None else f"{len(channels)}: " + ", ".join(channels[:8]) + (" ..." if len(channels) > 8 else "")
+        table.add_row(m, str(e["n_tissues"]), ", ".join(map(str, e["resolutions"])), shown)
+    console.print(table)
+    console.print(f"mask resolutions: {summary['mask_resolutions']}   semantic tasks: {summary['tasks']}")
+    if summary["missing"]:
+        console.print(f"[yellow]missing ({len(summary['missing'])}):[/] " + ", ".join(summary["missing"][:10]))
+
+
+@app.command("make-synthetic")
+@handle_errors
+def make_synthetic(
+    root: Annotated[Path, typer.Argument(help="Folder in which to create the cohort.")],
+    name: Annotated[str, typer.Option(help="Dataset key (folder name).")] = "synthetic2025cohort",
+    n_tissues: Annotated[int, typer.Option(help="Number of tissues.")] = 4,
+    modalities: Annotated[str, typer.Option(help="Comma-separated modalities.")] = "imc,he",
+    resolutions: Annotated[str, typer.Option(help="Comma-separated resolutions in mpp.")] = "1.0",
+    image_size: Annotated[int, typer.Option(help="Image height and width in pixels.")] = 256,
+    n_channels: Annotated[int, typer.Option(help="Multiplex panel size.")] = 12,
+    n_cells: Annotated[int, typer.Option(help="Cells per tissue (approximately).")] = 150,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort.")] = False,
+) -> None:
+    """Write a synthetic cohort that mimics a real one (deterministic per seed).
+
+    → Python: ``spora_sd.make_synthetic_cohort(root, ...)``
+    """
+    from .synthetic import make_synthetic_cohort
+
+    path = make_synthetic_cohort(
+        root,
+        name=name,
+        n_tissues=n_tissues,
+        modalities=tuple(_csv(modalities) or ()),
+        resolutions=tuple(float(r) for r in _csv(resolutions) or ()),
+        seed=seed,
+        image_size=image_size,
+        n_channels=n_channels,
+        n_cells=n_cells,
+        overwrite=overwrite,
+    )
+    console.print(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("spora-demo"),
+) -> None:
+    """The main job on an embedded default: synthetic cohort -> SpatialData -> squidpy -> LaminDB -> cohort.
+
+    → Python: ``spora_sd.demo.run_demo(out)``
+    """
+    from .demo import run_demo
+
+    run_demo(out)
+
+
+def main() -> None:
+    """Entry point of the ``spora-sd`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
