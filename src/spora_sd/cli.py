@@ -183,3 +183,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def __getattr__(name: str) -> object:
+    # For sphinx-click: the click command, built on access so that it includes every command
+    # registered on `app`, wherever that happens.
+    if name == "click_app":
+        return typer.main.get_command(app)
+    raise AttributeError(name)

@@ -1,0 +1,27 @@
+"""Generate documentation pages from the code's own data: JSON Schemas and rule ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def generate(out: Path) -> None:
+    from spora_sd.table_schema import RULES as TABLE_RULES
+    from spora_sd.table_schema import SCHEMA_KINDS, load_schema, schema_markdown
+    from spora_sd.validate import RULES as STRUCTURE_RULES
+
+    parts = ["# Table schemas\n", "Generated from `schemas/*.schema.json`, the files the validator applies.\n"]
+    for kind in SCHEMA_KINDS:
+        schema = load_schema(kind)
+        parts.append(f"\n## `{kind}`\n\n{schema.get('description', '')}\n\n{schema_markdown(kind)}\n")
+    _write(out / "schemas.md", "\n".join(parts))
+    rows = ["| rule id | meaning |", "| --- | --- |"]
+    for rules in (STRUCTURE_RULES, TABLE_RULES):
+        rows += [f"| `{rule}` | {text} |" for rule, text in sorted(rules.items())]
+    _write(out / "rules.md", "# Validation rules\n\nEvery problem carries one of these stable ids.\n\n" + "\n".join(rows) + "\n")
