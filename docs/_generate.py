@@ -14,7 +14,7 @@ def _write(path: Path, text: str) -> None:
 def generate(out: Path) -> None:
     from spora_sd.table_schema import RULES as TABLE_RULES
     from spora_sd.table_schema import SCHEMA_KINDS, load_schema, schema_markdown
-    from spora_sd.validate import RULES as STRUCTURE_RULES
+    from spora_sd.validator import RULES as STRUCTURE_RULES
 
     parts = ["# Table schemas\n", "Generated from `schemas/*.schema.json`, the files the validator applies.\n"]
     for kind in SCHEMA_KINDS:

@@ -147,7 +147,9 @@ def test_paths_of_the_tree() -> None:
         f"/data/d2020x/segmentations/1_0mpp/cell_masks/cell_types/{tid}.npz"
     )
     assert p.label_encoder(1.0, "cell_types").name == "label_encoder.parquet"
-    assert p.tile_coordinates(1.0, "default", 256) == Path("/data/d2020x/tiling/1_0mpp/default/256_tile_coordinates.parquet")
+    assert p.tile_coordinates(1.0, "default", 256) == Path(
+        "/data/d2020x/tiling/1_0mpp/default/256_tile_coordinates.parquet"
+    )
     assert p.tile_stats(1.0, "grid", 128).name == "128_tile_stats.parquet"
 
 

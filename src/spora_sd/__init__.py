@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 _LAZY_IMPORTS: dict[str, str] = {
     "Cohort": "spora_sd.cohort",
     "open_cohort": "spora_sd.cohort",
-    "validate": "spora_sd.validate",
+    "validate": "spora_sd.validator",
     "ValidationReport": "spora_sd.report",
     "Problem": "spora_sd.report",
     "make_synthetic_cohort": "spora_sd.synthetic",
@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs
     from .synthetic import make_synthetic_cohort
     from .tiling import compute_tiling
     from .to_sdata import to_spatialdata
-    from .validate import validate
+    from .validator import validate
 
 
 def __getattr__(name: str) -> Any:

@@ -74,7 +74,7 @@ def validate(
 
     → Python: ``spora_sd.validate(path)``
     """
-    from .validate import validate as run_validate
+    from .validator import validate as run_validate
 
     report = run_validate(path, deep=deep, allow_partial=allow_partial)
     if as_json:
@@ -119,7 +119,11 @@ def info(
     table = Table("modality", "tissues", "resolutions (mpp)", "channels")
     for m, e in summary["modalities"].items():
         channels = e.get("channels")
-        shown = "" if channels is None else f"{len(channels)}: " + ", ".join(channels[:8]) + (" ..." if len(channels) > 8 else "")
+        shown = (
+            ""
+            if channels is None
+            else f"{len(channels)}: " + ", ".join(channels[:8]) + (" ..." if len(channels) > 8 else "")
+        )
         table.add_row(m, str(e["n_tissues"]), ", ".join(map(str, e["resolutions"])), shown)
     console.print(table)
     console.print(f"mask resolutions: {summary['mask_resolutions']}   semantic tasks: {summary['tasks']}")
@@ -174,6 +178,125 @@ def demo(
     from .demo import run_demo
 
     run_demo(out)
+
+
+@app.command()
+@handle_errors
+def export(
+    sdata_path: Annotated[
+        Path, typer.Argument(help="SpatialData Zarr store (.zarr).", exists=True, file_okay=False, dir_okay=True)
+    ],
+    out: Annotated[Path, typer.Argument(help="Cohort folder to create (or datasets root with --dataset).")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset key; default the name of OUT, which must then be a valid key.")
+    ] = None,
+    mpp: Annotated[
+        float | None, typer.Option(help="Microns per pixel, when the transformations carry no Scale.")
+    ] = None,
+    modality: Annotated[str, typer.Option(help="Modality of the images when inferring (imc, codex, ...).")] = "imc",
+    patient_key: Annotated[
+        str | None, typer.Option(help="Cell-table column holding the raw patient id (constant per tissue).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder (atomically).")] = False,
+    standardization: Annotated[bool, typer.Option(help="Compute standardization statistics (spec §6).")] = True,
+    tiling: Annotated[bool, typer.Option(help="Compute the default 256 px tiling (spec §8).")] = True,
+) -> None:
+    """Write a SpatialData Zarr store as a spora cohort (atomically; valid or nothing).
+
+    → Python: ``spora_sd.from_spatialdata(spatialdata.read_zarr(path), out, ...)``
+    """
+    import spatialdata
+
+    from .from_sdata import from_spatialdata
+
+    sdata = spatialdata.read_zarr(sdata_path)
+    path = from_spatialdata(
+        sdata,
+        out,
+        dataset=dataset,
+        mpp=mpp,
+        modality=modality,
+        patient_key=patient_key,
+        overwrite=overwrite,
+        standardization=standardization,
+        tiling=tiling,
+        progress=True,
+    )
+    console.print(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
+def standardize(
+    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    modality: Annotated[
+        str | None, typer.Option(help="Multiplex modality; default every multiplex modality of the cohort.")
+    ] = None,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated methods.")
+    ] = "quantile_clipping,quantile_clipping_log1p",
+    upper_quantile: Annotated[float, typer.Option(help="Upper quantile level.")] = 0.99,
+    lower_quantile: Annotated[float | None, typer.Option(help="Lower quantile level (default: lower = 0).")] = None,
+    resolution: Annotated[float | None, typer.Option(help="Microns per pixel; default the finest stored.")] = None,
+    tissue_mask: Annotated[bool, typer.Option(help="Use only tissue-mask pixels.")] = True,
+) -> None:
+    """Compute the standardization statistics of a cohort (spec §6), one pass over the images.
+
+    → Python: ``spora_sd.compute_standardization(cohort, modality, method=...)``
+    """
+    from .cohort import open_cohort
+    from .registry import resolve_cohort
+    from .standardization import compute_standardizations
+
+    opened = open_cohort(resolve_cohort(cohort))
+    modalities = [modality] if modality else opened.multiplex_modalities
+    if not modalities:
+        raise ValueError(f"{opened.path}: no multiplex modality to standardize")
+    for m in modalities:
+        for folder in compute_standardizations(
+            opened,
+            m,
+            methods=_csv(methods) or (),
+            upper_quantile=upper_quantile,
+            lower_quantile=lower_quantile,
+            resolution=resolution,
+            use_tissue_mask=tissue_mask,
+            progress=True,
+        ):
+            console.print(f"wrote {folder}")
+
+
+@app.command()
+@handle_errors
+def tile(
+    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    tile_size: Annotated[int, typer.Option(help="Tile side in pixels.")] = 256,
+    strategy: Annotated[
+        str, typer.Option(help="'default' (inside the image) or 'grid' (may reach past it).")
+    ] = "default",
+    stride: Annotated[int | None, typer.Option(help="Step between tiles; default the tile size.")] = None,
+    min_tissue: Annotated[float, typer.Option(help="Minimum tissue fraction of a kept tile.")] = 0.5,
+    resolution: Annotated[
+        float | None, typer.Option(help="Microns per pixel; default the finest mask resolution.")
+    ] = None,
+) -> None:
+    """Compute the tiles of every tissue mask (spec §8).
+
+    → Python: ``spora_sd.compute_tiling(cohort, tile_size=..., strategy=...)``
+    """
+    from .registry import resolve_cohort
+    from .tiling import compute_tiling
+
+    path = compute_tiling(
+        resolve_cohort(cohort),
+        tile_size=tile_size,
+        strategy=strategy,
+        stride=stride,
+        min_tissue=min_tissue,
+        resolution=resolution,
+        progress=True,
+    )
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

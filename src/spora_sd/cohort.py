@@ -34,7 +34,7 @@ from .errors import CohortFormatError, CohortNotFoundError, LayoutNameError
 from .layout import CohortPaths
 from .masks import read_mask
 from .ome_zarr import ImageMetadata, open_image_levels, read_image_metadata
-from .tables import parquet_columns, read_table
+from .tables import parquet_columns, parquet_num_rows, read_table
 
 __all__ = ["Cohort", "open_cohort"]
 
@@ -412,9 +412,7 @@ class Cohort:
                 entry["channels"] = self.panel(m)
             info["modalities"][m] = entry
         if self.paths.cells.is_file():
-            import pyarrow.parquet as pq
-
-            info["n_cells"] = pq.ParquetFile(self.paths.cells).metadata.num_rows
+            info["n_cells"] = parquet_num_rows(self.paths.cells)
         return info
 
     def __repr__(self) -> str:

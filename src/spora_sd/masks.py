@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import CohortFormatError
+from .errors import CohortFormatError, CohortNotFoundError
 from .layout import MASK_KEY
 
 __all__ = ["read_mask", "read_mask_shape", "write_mask"]
@@ -44,7 +44,7 @@ def _open(path: Path) -> np.lib.npyio.NpzFile:
     try:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise
+        raise CohortNotFoundError(f"{path}: mask not found") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
 
@@ -79,6 +79,10 @@ def read_mask_shape(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
                 major, _ = np.lib.format.read_magic(fh)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read_header(fh)  # header only: no pixel is decompressed
+    except CohortFormatError:
+        raise
+    except FileNotFoundError:
+        raise CohortNotFoundError(f"{path}: mask not found") from None
     except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
     if dtype.hasobject:

@@ -265,6 +265,8 @@ class _Column:
 
     @property
     def conversion_error(self) -> str | None:
+        if self._numpy_type is not None:  # plain numpy numbers always convert; do not copy them to find out
+            return None
         return self._converted[2]
 
     @property
@@ -279,12 +281,17 @@ class _Column:
         """The Arrow type the column has (or would have in Parquet), without converting values if possible."""
         if self._given_type is not None:
             return self._given_type
-        if isinstance(self.data, pd.Series | pd.Index):
-            dtype = self.data.dtype
-            # numpy bool/int/float columns map to Arrow types directly; no need to copy the values.
-            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-                return pa.from_numpy_dtype(dtype)
+        if self._numpy_type is not None:
+            return self._numpy_type
         return self._converted[1]
+
+    @cached_property
+    def _numpy_type(self) -> pa.DataType | None:
+        # numpy bool/int/float columns map to Arrow types directly, with no need to copy the values.
+        dtype = getattr(self.data, "dtype", None)
+        if isinstance(self.data, pd.Series | pd.Index) and isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            return pa.from_numpy_dtype(dtype)
+        return None
 
     @property
     def family(self) -> str | None:
@@ -401,12 +408,18 @@ class _Frame:
 
 def _pandas_index_fields(schema: pa.Schema) -> dict[str, str | None]:
     """Field name -> index name of the columns that pandas stored as the index (from the pandas metadata)."""
+    # The metadata is JSON written by whoever made the file: take only what has the expected shape.
     try:
-        meta = schema.pandas_metadata or {}
+        meta = schema.pandas_metadata
     except (ValueError, TypeError):  # corrupt metadata: to_pandas will report it
         return {}
-    names = {c.get("field_name"): c.get("name") for c in meta.get("columns", []) if isinstance(c, dict)}
-    return {f: names.get(f) for f in meta.get("index_columns", []) if isinstance(f, str)}
+    if not isinstance(meta, dict):
+        return {}
+    columns, index_columns = meta.get("columns"), meta.get("index_columns")
+    if not isinstance(columns, list) or not isinstance(index_columns, list):
+        return {}
+    names = {c.get("field_name"): c.get("name") for c in columns if isinstance(c, dict)}
+    return {f: names.get(f) for f in index_columns if isinstance(f, str) and f in schema.names}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -568,6 +581,12 @@ class _Checker:
         for level in frame.index:
             if level.name == index_name and index_column is None:
                 index_column = level
+            elif level.name in properties and level.name in resolved:
+                self.add(
+                    "table.index",
+                    f"{level.name!r} is both the pandas index and a column; the {self.kind} table needs it as a "
+                    "column only (write df.reset_index(drop=True))",
+                )
             elif level.name in properties:
                 self.add(
                     "table.index",
@@ -673,13 +692,19 @@ class _Checker:
             )
 
     def _check_strings(self, column: _Column, spec: dict[str, Any], severity: Severity) -> None:
-        if "pattern" in spec:
-            pattern = spec["pattern"]
+        pattern = spec.get("pattern")
+        if pattern is not None:
             mask = column.value_mask(lambda v: pc.invert(pc.match_substring_regex(v, pattern)))
             self._report("table.column.pattern", column, mask, f"do not match the pattern {pattern!r}", severity)
         if spec.get("x-tissue-id") and self.dataset is not None:
             prefix = f"{self.dataset}_"
-            mask = column.value_mask(lambda v: pc.invert(pc.starts_with(v, prefix)))
+
+            def foreign(values: pa.Array) -> pa.Array:
+                # Malformed ids are the pattern check's business; report each value once.
+                wrong = pc.invert(pc.starts_with(values, prefix))
+                return wrong if pattern is None else pc.and_(wrong, pc.match_substring_regex(values, pattern))
+
+            mask = column.value_mask(foreign)
             self._report("table.dataset.mismatch", column, mask, f"are tissue ids that do not start with {prefix!r}")
 
     def _check_range(self, column: _Column, spec: dict[str, Any], severity: Severity) -> None:
@@ -836,7 +861,8 @@ class _Checker:
         )
         self.add(
             "table.tissue_id.parts",
-            f"{n} tissue id(s) are not '<dataset>_<{parts[0]}>_<{parts[1]}>' of their own row: {examples}"
+            f"column 'tissue_id': {n} tissue id(s) are not '<dataset>_<{parts[0]}>_<{parts[1]}>' of their own "
+            f"row: {examples}"
             f"{_more(n, len(shown))}",
         )
 

@@ -89,3 +89,12 @@ def parquet_columns(path: str | Path) -> list[str]:
         return list(pq.read_schema(path).names)
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
+
+
+def parquet_num_rows(path: str | Path) -> int:
+    """Number of rows of a Parquet file, from its footer only."""
+    path = Path(path)
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None

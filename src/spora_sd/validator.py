@@ -480,7 +480,8 @@ class _Validator:
         cells_by_tissue = None
         if kind == "instance" and self.cells is not None:
             cells_by_tissue = {
-                str(t): np.sort(g.to_numpy()) for t, g in self.cells.groupby("tissue_id", sort=False)["cell_id"]
+                str(t): np.sort(g.to_numpy())
+                for t, g in self.cells.groupby("tissue_id", sort=False, observed=True)["cell_id"]
             }
         seen = set()
         for name in _entries(folder):

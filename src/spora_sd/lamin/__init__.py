@@ -1,0 +1,69 @@
+"""LaminDB integration: register spora cohorts as curated artifacts, find them by biology, load them.
+
+Everything works offline: ontology terms come from the released ontologies that
+``cellxgene-ontology-guide`` ships (see :func:`setup_ontologies`), and the instance is a local
+SQLite file or a PostgreSQL server of your choice.
+
+>>> import spora_sd.lamin as sl                                  # doctest: +SKIP
+>>> sl.init_instance("~/spora-lamin")                            # doctest: +SKIP
+>>> sl.register("jackson2020")                                   # doctest: +SKIP
+>>> sl.search(tissue="breast", disease="breast carcinoma")       # doctest: +SKIP
+>>> sdata = sl.load("jackson2020single")                         # doctest: +SKIP
+
+Submodules are imported on first use, so ``import spora_sd.lamin`` does not import lamindb (or
+connect to an instance) until a function needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY_IMPORTS: dict[str, str] = {
+    "init_instance": "spora_sd.lamin.instance",
+    "current_instance": "spora_sd.lamin.instance",
+    "setup_ontologies": "spora_sd.lamin.ontologies",
+    "resolve_term": "spora_sd.lamin.ontologies",
+    "Term": "spora_sd.lamin.ontologies",
+    "TermNotFoundError": "spora_sd.lamin.ontologies",
+    "AmbiguousTermError": "spora_sd.lamin.ontologies",
+    "spora_schema": "spora_sd.lamin.schema",
+    "register": "spora_sd.lamin.register",
+    "MetadataError": "spora_sd.lamin.register",
+    "search": "spora_sd.lamin.query",
+    "get_artifact": "spora_sd.lamin.query",
+    "load": "spora_sd.lamin.query",
+    "export": "spora_sd.lamin.query",
+    "demo": "spora_sd.lamin.demo",
+}
+
+__all__ = sorted(_LAZY_IMPORTS)
+
+if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a re-export)
+    from .demo import demo as demo
+    from .instance import current_instance as current_instance
+    from .instance import init_instance as init_instance
+    from .ontologies import AmbiguousTermError as AmbiguousTermError
+    from .ontologies import Term as Term
+    from .ontologies import TermNotFoundError as TermNotFoundError
+    from .ontologies import resolve_term as resolve_term
+    from .ontologies import setup_ontologies as setup_ontologies
+    from .query import export as export
+    from .query import get_artifact as get_artifact
+    from .query import load as load
+    from .query import search as search
+    from .register import MetadataError as MetadataError
+    from .register import register as register
+    from .schema import spora_schema as spora_schema
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_IMPORTS:
+        value = getattr(importlib.import_module(_LAZY_IMPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'spora_sd.lamin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

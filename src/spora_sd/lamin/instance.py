@@ -1,0 +1,102 @@
+"""Create or connect a LaminDB instance with bionty and the offline ontologies.
+
+An instance is a database (SQLite file inside the storage folder by default, or a PostgreSQL
+database) plus a storage folder for artifacts. Both work offline; a PostgreSQL server on this machine
+(``localhost``/``127.0.0.1``) counts as local. LaminDB keeps its own settings under
+``$LAMIN_SETTINGS_DIR/.lamin`` (default: the home folder).
+
+Examples
+--------
+>>> import spora_sd.lamin as sl                                  # doctest: +SKIP
+>>> sl.init_instance("~/spora-lamin")                            # SQLite   # doctest: +SKIP
+>>> sl.init_instance("/data/spora-lamin", db="postgresql://lab@127.0.0.1:5432/spora")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from .ontologies import setup_ontologies
+
+__all__ = ["current_instance", "init_instance"]
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _instance_name(storage: Path, name: str | None) -> str:
+    # lamindb names an instance after its storage folder; make that explicit and valid
+    if name is None:
+        name = re.sub(r"[^a-z0-9-]+", "-", storage.name.lower()).strip("-") or "spora"
+    if not _NAME.match(name):
+        raise ValueError(f"instance name {name!r}: use lower-case letters, digits and '-' (at most 63 characters)")
+    return name
+
+
+def init_instance(
+    storage: str | Path,
+    *,
+    db: str | None = None,
+    name: str | None = None,
+    ontologies: bool = True,
+) -> str:
+    """Create a LaminDB instance with bionty (or connect to it if it exists) and load the ontologies.
+
+    Parameters
+    ----------
+    storage
+        Folder for the artifacts; created if missing. With SQLite the database file lives inside it.
+    db
+        A PostgreSQL URL (``postgresql://user[:password]@host:port/database``); SQLite when None.
+    name
+        Instance name; defaults to the storage folder's name.
+    ontologies
+        Run :func:`~spora_sd.lamin.setup_ontologies` (a few seconds the first time, then instant).
+
+    Returns
+    -------
+    str
+        The instance slug (``owner/name``), now the current instance of this process.
+
+    Examples
+    --------
+    >>> slug = init_instance(tempfile.mkdtemp())                  # doctest: +SKIP
+    """
+    import lamindb_setup
+
+    path = Path(storage).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    instance_name = _instance_name(path, name)
+    lamindb_setup.init(storage=str(path), modules="bionty", db=db, name=instance_name)
+    import lamindb as ln  # after init: connects to the new instance
+
+    slug = ln.setup.settings.instance.slug
+    logger.info("LaminDB instance %s (%s, storage %s)", slug, ln.setup.settings.instance.dialect, path)
+    if ontologies:
+        setup_ontologies()
+    return slug
+
+
+def current_instance() -> str:
+    """The slug of the instance this process is connected to.
+
+    Raises
+    ------
+    RuntimeError
+        When no instance is set up; the message says how to create one.
+
+    Examples
+    --------
+    >>> current_instance()                                        # doctest: +SKIP
+    'anonymous/spora-lamin'
+    """
+    import lamindb_setup
+
+    if not lamindb_setup.settings.is_configured:
+        raise RuntimeError(
+            "no LaminDB instance is set up: run `spora-sd lamin init DIR` or spora_sd.lamin.init_instance(DIR) first"
+        )
+    return lamindb_setup.settings.instance.slug

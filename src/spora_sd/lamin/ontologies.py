@@ -1,0 +1,405 @@
+"""Offline ontologies in bionty, and turning names, synonyms and ids into ontology terms.
+
+:func:`setup_ontologies` loads the released UBERON, MONDO, CL, EFO (plus the OBI imaging assays of
+``assays.csv``) and NCBITaxon term tables that ``cellxgene-ontology-guide`` ships into the current
+LaminDB instance as bionty *sources*, and marks them currently used. From then on bionty's own
+look-ups (``bt.Tissue.from_source(name="lung")``), lamindb's curators and :func:`resolve_term` work
+without a network connection.
+
+Examples
+--------
+>>> import spora_sd.lamin as sl                       # doctest: +SKIP
+>>> sl.setup_ontologies()                              # doctest: +SKIP
+>>> sl.resolve_term("disease", "TNBC")                 # doctest: +SKIP
+Term(field='disease', ontology_id='MONDO:0005494', name='triple-negative breast carcinoma')
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pandas as pd
+
+from spora_sd.errors import SporaError
+from spora_sd.ontology_files import ontology_frame, ontology_version
+
+if TYPE_CHECKING:
+    from lamindb.models import SQLRecord
+
+__all__ = [
+    "FIELDS",
+    "AmbiguousTermError",
+    "Term",
+    "TermNotFoundError",
+    "assay_for_modality",
+    "assay_table",
+    "registry",
+    "resolve_term",
+    "setup_ontologies",
+]
+
+logger = logging.getLogger(__name__)
+
+_ASSAYS_FILE = Path(__file__).with_name("assays.csv")
+#: EFO's own term for immunohistochemistry; the spora modalities ``ihc_<MARKER>`` map to it.
+IHC_ASSAY = "EFO:0022943"
+_CURIE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*):(\S+)$")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    registry: str  # class name in bionty
+    ontology: str  # file in cellxgene-ontology-guide
+
+
+#: Metadata field -> bionty registry and released ontology that backs it.
+_SPECS: dict[str, _Spec] = {
+    "tissue": _Spec("Tissue", "UBERON"),
+    "disease": _Spec("Disease", "MONDO"),
+    "organism": _Spec("Organism", "NCBITaxon"),
+    "assay": _Spec("ExperimentalFactor", "EFO"),
+    "cell_type": _Spec("CellType", "CL"),
+}
+FIELDS = tuple(_SPECS)
+
+
+class Term(NamedTuple):
+    """An ontology term that a user's value resolved to."""
+
+    field: str
+    ontology_id: str
+    name: str
+
+
+class TermNotFoundError(SporaError, ValueError):
+    """A value is no name, synonym or id of the ontology that backs its field.
+
+    Attributes
+    ----------
+    field, value, ontology, suggestions, where
+        What was looked up, in which ontology, the closest names, and where the value came from.
+    """
+
+    def __init__(self, field: str, value: str, ontology: str, suggestions: list[str], where: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.ontology = ontology
+        self.suggestions = suggestions
+        self.where = where
+        hint = "close matches: " + ", ".join(repr(s) for s in suggestions) if suggestions else "no close matches"
+        origin = f" (from {where})" if where else ""
+        super().__init__(
+            f"{field} {value!r}{origin} is not a name, synonym or id of {ontology}; {hint}. "
+            f"Give a term name, a synonym or an ontology id."
+        )
+
+
+class AmbiguousTermError(SporaError, ValueError):
+    """A value is a synonym of several terms; the user must pick one by name or id."""
+
+    def __init__(self, field: str, value: str, candidates: list[Term], where: str | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.candidates = candidates
+        origin = f" (from {where})" if where else ""
+        listed = ", ".join(f"{c.name!r} ({c.ontology_id})" for c in candidates)
+        super().__init__(f"{field} {value!r}{origin} is a synonym of several terms: {listed}; give the name or id.")
+
+
+def registry(field: str) -> type[SQLRecord]:
+    """The bionty registry that holds the terms of a metadata field.
+
+    Parameters
+    ----------
+    field
+        One of :data:`FIELDS`: ``tissue``, ``disease``, ``organism``, ``assay``, ``cell_type``.
+
+    Returns
+    -------
+    type
+        E.g. ``bionty.Tissue`` for ``"tissue"``.
+
+    Examples
+    --------
+    >>> registry("assay").__name__                     # doctest: +SKIP
+    'ExperimentalFactor'
+    """
+    import bionty as bt
+
+    return getattr(bt, _spec(field).registry)
+
+
+def _spec(field: str) -> _Spec:
+    try:
+        return _SPECS[field]
+    except KeyError:
+        raise ValueError(f"unknown metadata field {field!r}; expected one of {list(FIELDS)}") from None
+
+
+@functools.cache
+def assay_table() -> pd.DataFrame:
+    """The cited table of imaging assays that EFO lacks (``spora_sd/lamin/assays.csv``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``ontology_id``, ``name``, ``synonyms``, ``modality``, ``source``.
+
+    Examples
+    --------
+    >>> assay_table().set_index("modality").loc["imc", "ontology_id"]
+    'OBI:0003096'
+    """
+    return pd.read_csv(_ASSAYS_FILE, comment="#", dtype=str)
+
+
+def assay_for_modality(modality: str) -> str | None:
+    """The assay term id of a spora modality, e.g. ``"imc"`` -> ``"OBI:0003096"``.
+
+    Parameters
+    ----------
+    modality
+        A spora modality folder name (``imc``, ``mibi``, ``codex``, ``cycif``, ``he``, ``ihc_<MARKER>``).
+
+    Returns
+    -------
+    str or None
+        The ontology id, or None for a modality without a known assay.
+
+    Examples
+    --------
+    >>> assay_for_modality("ihc_CD3E")
+    'EFO:0022943'
+    """
+    if modality.startswith("ihc_"):
+        return IHC_ASSAY
+    match = assay_table().loc[lambda t: t["modality"] == modality, "ontology_id"]
+    return None if match.empty else str(match.iloc[0])
+
+
+def _source_version(field: str) -> str:
+    version = ontology_version(_spec(field).ontology)
+    if field == "assay":
+        # the assay rows are part of the source: a changed table must become a new source version
+        digest = hashlib.sha256(_ASSAYS_FILE.read_bytes()).hexdigest()[:8]
+        version = f"{version}+spora-assays-{digest}"
+    return version
+
+
+def _source_frame(field: str) -> pd.DataFrame:
+    df = ontology_frame(_spec(field).ontology)
+    if field == "assay":
+        extra = assay_table()
+        rows = pd.DataFrame(
+            {
+                "ontology_id": extra["ontology_id"],
+                "name": extra["name"],
+                "synonyms": extra["synonyms"],
+                "description": "OBI term; source: " + extra["source"],
+                "parents": [[] for _ in range(len(extra))],
+            }
+        )
+        df = pd.concat([df, rows], ignore_index=True)
+    return df
+
+
+def setup_ontologies(fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Load the shipped ontologies into the current instance as bionty sources, marked currently used.
+
+    Safe to call again: a source that is already present (same ontology release) is only re-marked
+    as currently used, which takes milliseconds. The first call parses the files (about 6 s, most of
+    it NCBITaxon) and stores each term table as a parquet artifact of the instance.
+
+    Parameters
+    ----------
+    fields
+        Subset of :data:`FIELDS` to set up; all by default.
+
+    Returns
+    -------
+    dict of str to bionty.Source
+        Field -> the source now in use.
+
+    Examples
+    --------
+    >>> import spora_sd.lamin as sl                    # doctest: +SKIP
+    >>> sources = sl.setup_ontologies()                # doctest: +SKIP
+    >>> sources["tissue"].name, sources["tissue"].version   # doctest: +SKIP
+    ('uberon', 'v2026-04-01')
+    """
+    import bionty as bt
+
+    result = {}
+    for field in fields or FIELDS:
+        reg = registry(field)
+        entity = reg.__get_name_with_module__()
+        name = _spec(field).ontology.lower()
+        version = _source_version(field)
+        source = bt.Source.filter(entity=entity, name=name, version=version, organism="all").one_or_none()
+        if source is None or source.dataframe_artifact_id is None:
+            logger.info("loading %s %s into %s", _spec(field).ontology, version, entity)
+            new = bt.Source(entity=entity, name=name, version=version, organism="all", currently_used=True)
+            source = reg.add_source(new, df=_source_frame(field))
+        # exactly one currently used source per entity, so that bionty never falls back to a source
+        # it would have to download (e.g. Ensembl's organism list)
+        bt.Source.filter(entity=entity, currently_used=True).exclude(id=source.id).update(currently_used=False)
+        if not source.currently_used:
+            source.currently_used = True
+            source.save()
+        result[field] = source
+    return result
+
+
+class _TermIndex:
+    """Names, synonyms and ids of one source, for exact (case-insensitive) look-ups."""
+
+    def __init__(self, field: str, df: pd.DataFrame) -> None:
+        self.field = field
+        self.names: dict[str, str] = {}  # ontology id -> name
+        self.by_name: dict[str, str] = {}  # lower-case name -> ontology id
+        self.by_synonym: dict[str, list[str]] = {}  # lower-case synonym -> ontology ids
+        for oid, name, synonyms in zip(df["ontology_id"], df["name"], df["synonyms"], strict=True):
+            self.names[oid] = name
+            self.by_name.setdefault(name.lower(), oid)
+            if isinstance(synonyms, str):
+                for syn in synonyms.split("|"):
+                    if syn:
+                        ids = self.by_synonym.setdefault(syn.lower(), [])
+                        if oid not in ids:
+                            ids.append(oid)
+
+    def term(self, oid: str) -> Term:
+        return Term(self.field, oid, self.names[oid])
+
+    def suggestions(self, value: str, n: int = 5) -> list[str]:
+        lower = value.lower()
+        candidates = list(self.by_name) + list(self.by_synonym)
+        found: list[str] = []
+        for match in difflib.get_close_matches(lower, candidates, n=3 * n, cutoff=0.7):
+            oid = self.by_name.get(match) or self.by_synonym[match][0]
+            name = self.names[oid]
+            if name not in found:
+                found.append(name)
+        return found[:n]
+
+
+def _source_index(field: str) -> tuple[_TermIndex, str]:
+    import bionty as bt
+    import lamindb as ln
+
+    reg = registry(field)
+    source = bt.Source.filter(entity=reg.__get_name_with_module__(), currently_used=True).first()
+    if source is None or source.dataframe_artifact_id is None:
+        raise SporaError(
+            f"the LaminDB instance has no offline {_spec(field).ontology} source for {field}; "
+            "run spora_sd.lamin.setup_ontologies() (or `spora-sd lamin init DIR`) first"
+        )
+    key = (ln.setup.settings.instance.slug, source.uid)
+    return _cached_index(field, key, source), f"{_spec(field).ontology} {source.version}"
+
+
+_INDEX_CACHE: dict[tuple[str, str, str], _TermIndex] = {}
+
+
+def _cached_index(field: str, key: tuple[str, str], source: Any) -> _TermIndex:
+    # a source's table never changes (a new release is a new source), so its index can be kept
+    cache_key = (field, *key)
+    if cache_key not in _INDEX_CACHE:
+        df = source.dataframe_artifact.load(is_run_input=False)
+        _INDEX_CACHE[cache_key] = _TermIndex(field, df)
+    return _INDEX_CACHE[cache_key]
+
+
+def _is_species(name: str) -> bool:
+    # "Mus musculus" (a binomial), not "Mus <genus>" or "Rattus"
+    parts = name.split()
+    return len(parts) == 2 and "<" not in name and parts[1].islower()
+
+
+def resolve_term(field: str, value: str, *, where: str | None = None) -> Term:
+    """Resolve a name, synonym or ontology id to the term of the instance's offline ontology.
+
+    Matching is exact but ignores case: first ontology ids (``UBERON:0002048``), then term names,
+    then synonyms. A synonym that several terms share raises :class:`AmbiguousTermError`, except for
+    organisms, where a species wins over a broader taxon ("mouse" is *Mus musculus*, not the genus).
+
+    Parameters
+    ----------
+    field
+        One of :data:`FIELDS`.
+    value
+        What the user wrote: ``"lung"``, ``"pulmo"``, ``"UBERON:0002048"``.
+    where
+        Where the value came from, quoted in errors (e.g. ``"sdata.attrs['bio']['tissue']"``).
+
+    Returns
+    -------
+    Term
+        ``(field, ontology_id, name)``.
+
+    Raises
+    ------
+    TermNotFoundError
+        The value is unknown; the message lists close matches.
+    AmbiguousTermError
+        The value is a synonym of several terms.
+
+    Examples
+    --------
+    >>> resolve_term("tissue", "pulmo")                # doctest: +SKIP
+    Term(field='tissue', ontology_id='UBERON:0002048', name='lung')
+    >>> resolve_term("tissue", "brest")                # doctest: +SKIP
+    Traceback (most recent call last):
+    TermNotFoundError: tissue 'brest' is not a name, synonym or id of UBERON v2026-04-01; close matches: 'breast', ...
+    """
+    index, ontology = _source_index(field)
+    text = str(value).strip()
+    curie = _CURIE.match(text)
+    if curie:
+        oid = f"{curie.group(1).upper()}:{curie.group(2)}"
+        if oid in index.names:
+            return index.term(oid)
+    lower = text.lower()
+    if lower in index.by_name:
+        return index.term(index.by_name[lower])
+    ids = index.by_synonym.get(lower, [])
+    if len(ids) > 1 and field == "organism":
+        species = [oid for oid in ids if _is_species(index.names[oid])]
+        ids = species if len(species) == 1 else ids
+    if len(ids) == 1:
+        return index.term(ids[0])
+    if len(ids) > 1:
+        raise AmbiguousTermError(field, text, [index.term(oid) for oid in ids], where)
+    raise TermNotFoundError(field, text, ontology, index.suggestions(text), where)
+
+
+def get_record(term: Term) -> SQLRecord:
+    """The saved bionty record of a term (created from the offline source if it is new).
+
+    Parameters
+    ----------
+    term
+        A term from :func:`resolve_term`.
+
+    Returns
+    -------
+    bionty record
+        E.g. a ``bionty.Tissue``; its ancestors are saved too, which ontology-aware search relies on.
+
+    Examples
+    --------
+    >>> get_record(resolve_term("tissue", "lung")).ontology_id   # doctest: +SKIP
+    'UBERON:0002048'
+    """
+    reg = registry(term.field)
+    record = reg.filter(ontology_id=term.ontology_id).one_or_none()
+    if record is None:
+        record = reg.from_source(ontology_id=term.ontology_id, mute=True).save()
+    return record

@@ -1,0 +1,229 @@
+"""Find registered cohorts by biology, load them, export them back to spora cohorts.
+
+:func:`search` resolves each criterion (a name, a synonym or an ontology id) against the offline
+ontologies and includes the term's descendants: ``disease="breast carcinoma"`` finds a cohort
+annotated with *triple-negative breast carcinoma*. This works on the saved records alone, because
+saving an ontology record saves its ancestors too.
+
+The same annotations are plain lamindb links, so lamindb queries work as well::
+
+    ln.Artifact.filter(tissues__name="lung", diseases__ontology_id="MONDO:0005233")
+    ln.Artifact.filter(n_cells__gt=100_000)
+
+Examples
+--------
+>>> import spora_sd.lamin as sl                                  # doctest: +SKIP
+>>> sl.search(tissue="breast", disease="breast carcinoma")       # doctest: +SKIP
+                          key                   uid         dataset  tissue  ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .ontologies import TermNotFoundError, registry, resolve_term
+from .register import KEY_PREFIX, artifact_key
+
+if TYPE_CHECKING:
+    import lamindb as ln
+    from spatialdata import SpatialData
+
+__all__ = ["SEARCH_COLUMNS", "get_artifact", "export", "load", "search"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of the table that :func:`search` returns.
+SEARCH_COLUMNS = ["key", "uid", "dataset", "tissue", "disease", "organism", "assay", "n_tissues", "n_cells"]
+# field -> name of the artifact's many-to-many link to the registry of that field
+_LINKS = {
+    "tissue": "tissues",
+    "disease": "diseases",
+    "organism": "organisms",
+    "assay": "experimental_factors",
+    "cell_type": "cell_types",
+}
+_UID = re.compile(r"^[A-Za-z0-9]{16}(?:[A-Za-z0-9]{4})?$")
+
+
+def _matching_ids(field: str, value: str, descendants: bool) -> tuple[str, list[int]]:
+    """(link name, ids of the records that satisfy the criterion)."""
+    import lamindb as ln
+
+    try:
+        term = resolve_term(field, value)
+    except TermNotFoundError:
+        if field != "cell_type":
+            raise
+        # cell-type labels without a CL term were kept as ULabels at registration
+        labels = ln.ULabel.filter(name__iexact=str(value).strip())
+        if not labels.exists():
+            raise
+        return "ulabels", list(labels.values_list("id", flat=True))
+    record = registry(field).filter(ontology_id=term.ontology_id).one_or_none()
+    if record is None:
+        # every saved record comes with its ancestors, so no artifact has this term or a descendant
+        return _LINKS[field], []
+    ids = [record.id]
+    if descendants and hasattr(record, "query_children"):
+        ids += list(record.query_children().values_list("id", flat=True))
+    return _LINKS[field], ids
+
+
+def _joined(values: Any) -> Any:
+    if isinstance(values, list | tuple | set):
+        return ", ".join(sorted(str(v) for v in values))
+    return values
+
+
+def search(
+    tissue: str | None = None,
+    disease: str | None = None,
+    assay: str | None = None,
+    organism: str | None = None,
+    cell_type: str | None = None,
+    *,
+    descendants: bool = True,
+    all_versions: bool = False,
+) -> pd.DataFrame:
+    """Registered cohorts that match every given criterion.
+
+    Parameters
+    ----------
+    tissue, disease, assay, organism, cell_type
+        A term name, a synonym or an ontology id; None matches anything. A ``cell_type`` without a
+        CL term (e.g. ``"tumor"``) matches the ULabel kept at registration.
+    descendants
+        Include the descendants of each term (a cohort of *lung adenocarcinoma* matches
+        ``disease="lung carcinoma"``).
+    all_versions
+        List every version, not only the latest of each key.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per artifact, columns :data:`SEARCH_COLUMNS`, sorted by key.
+
+    Raises
+    ------
+    TermNotFoundError
+        A criterion is no term of its ontology (the message lists close matches).
+
+    Examples
+    --------
+    >>> search(tissue="pulmo")                                       # doctest: +SKIP
+    >>> search(disease="MONDO:0004989", cell_type="T cell")          # doctest: +SKIP
+    """
+    import lamindb as ln
+
+    query = ln.Artifact.filter(otype="SpatialData", key__startswith=KEY_PREFIX)
+    if not all_versions:
+        query = query.filter(is_latest=True)
+    criteria = {"tissue": tissue, "disease": disease, "assay": assay, "organism": organism, "cell_type": cell_type}
+    for field, value in criteria.items():
+        if value is None:
+            continue
+        link, ids = _matching_ids(field, value, descendants)
+        query = query.filter(**{f"{link}__id__in": ids})
+    rows = []
+    for artifact in query.distinct().order_by("key", "created_at"):
+        values = artifact.features.get_values()
+        row = {"key": artifact.key, "uid": artifact.uid}
+        row.update({col: _joined(values.get(col)) for col in SEARCH_COLUMNS[2:]})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SEARCH_COLUMNS)
+
+
+def get_artifact(ref: Any) -> ln.Artifact:
+    """The artifact for a uid, a key, or a dataset key (latest version).
+
+    Parameters
+    ----------
+    ref
+        An Artifact, a uid (16 characters: latest version of that artifact; 20: that version), a key
+        (``"spora/jackson2020single.zarr"``) or a dataset key (``"jackson2020single"``).
+
+    Returns
+    -------
+    lamindb.Artifact
+
+    Raises
+    ------
+    LookupError
+        Nothing matches; the message lists the registered keys.
+
+    Examples
+    --------
+    >>> get_artifact("jackson2020single").key                        # doctest: +SKIP
+    'spora/jackson2020single.zarr'
+    """
+    import lamindb as ln
+
+    if isinstance(ref, ln.Artifact):
+        return ref
+    text = os.fspath(ref) if isinstance(ref, os.PathLike) else str(ref)
+    if _UID.match(text):
+        found = ln.Artifact.filter(uid__startswith=text).order_by("-created_at").first()
+        if found is not None:
+            return found
+    key = text if text.startswith(KEY_PREFIX) else artifact_key(text)
+    found = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
+    if found is None:
+        known = sorted(ln.Artifact.filter(key__startswith=KEY_PREFIX, is_latest=True).values_list("key", flat=True))
+        raise LookupError(f"no registered cohort {text!r} (looked for uid or key {key!r}); registered: {known}")
+    return found
+
+
+def load(ref: Any) -> SpatialData:
+    """Load a registered cohort as SpatialData.
+
+    Parameters
+    ----------
+    ref
+        See :func:`get_artifact`.
+
+    Returns
+    -------
+    spatialdata.SpatialData
+        Backed by the zarr store in the instance's storage (images stay lazy).
+
+    Examples
+    --------
+    >>> sdata = load("jackson2020single")                            # doctest: +SKIP
+    """
+    import lamindb as ln
+
+    artifact = get_artifact(ref)
+    # count the load as an input of the user's run only when one is being tracked
+    return artifact.load(is_run_input=None if ln.context.run is not None else False)
+
+
+def export(ref: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a registered cohort back to a spora cohort folder (through ``spora_sd.from_spatialdata``).
+
+    Parameters
+    ----------
+    ref
+        See :func:`get_artifact`.
+    path
+        The cohort folder to write; its name should be the dataset key.
+
+    Returns
+    -------
+    Path
+        The cohort folder.
+
+    Examples
+    --------
+    >>> export("jackson2020single", "out/jackson2020single")         # doctest: +SKIP
+    """
+    from spora_sd import from_spatialdata
+
+    sdata = load(ref)
+    result = from_spatialdata(sdata, path)
+    return Path(result) if result is not None else Path(path)
