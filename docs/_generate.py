@@ -11,6 +11,27 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
 
 
+def cli_reference() -> str:
+    """Every command's ``--help``, rendered by click itself, so the page cannot drift from the CLI."""
+    import click
+    import typer
+
+    from spora_sd.cli import app
+
+    root = typer.main.get_command(app)
+    parts = ["# Command line\n", "Generated from the CLI's own help texts.\n"]
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        ctx = click.Context(cmd, info_name=" ".join(path))
+        parts.append(f"\n## `{' '.join(path)}`\n\n```text\n{cmd.get_help(ctx)}\n```\n")
+        if isinstance(cmd, click.Group):
+            for name in sorted(cmd.list_commands(ctx)):
+                walk(cmd.get_command(ctx, name), [*path, name])
+
+    walk(root, ["spora-sd"])
+    return "\n".join(parts)
+
+
 def generate(out: Path) -> None:
     from spora_sd.table_schema import RULES as TABLE_RULES
     from spora_sd.table_schema import SCHEMA_KINDS, load_schema, schema_markdown
@@ -24,4 +45,5 @@ def generate(out: Path) -> None:
     rows = ["| rule id | meaning |", "| --- | --- |"]
     for rules in (STRUCTURE_RULES, TABLE_RULES):
         rows += [f"| `{rule}` | {text} |" for rule, text in sorted(rules.items())]
+    _write(out / "cli.md", cli_reference())
     _write(out / "rules.md", "# Validation rules\n\nEvery problem carries one of these stable ids.\n\n" + "\n".join(rows) + "\n")

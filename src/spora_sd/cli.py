@@ -131,6 +131,36 @@ def info(
         console.print(f"[yellow]missing ({len(summary['missing'])}):[/] " + ", ".join(summary["missing"][:10]))
 
 
+@app.command()
+@handle_errors
+def convert(
+    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    out: Annotated[Path, typer.Argument(help="SpatialData Zarr store to write (.zarr).")],
+    tissues: Annotated[str | None, typer.Option(help="Comma-separated tissue ids (default: all).")] = None,
+    modalities: Annotated[str | None, typer.Option(help="Comma-separated modalities (default: all on disk).")] = None,
+    resolution: Annotated[
+        float | None, typer.Option(help="Microns per pixel of the images; default the finest stored.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store (atomically).")] = False,
+) -> None:
+    """Convert a cohort to a SpatialData Zarr store (one coordinate system per tissue, in µm).
+
+    → Python: ``spora_sd.to_spatialdata(cohort, ...).write(out)``
+    """
+    from .to_sdata import convert as run_convert
+
+    path = run_convert(
+        cohort,
+        out,
+        tissues=_csv(tissues),
+        modalities=_csv(modalities),
+        resolution=resolution,
+        overwrite=overwrite,
+        progress=True,
+    )
+    console.print(f"wrote {path}")
+
+
 @app.command("make-synthetic")
 @handle_errors
 def make_synthetic(
@@ -299,6 +329,16 @@ def tile(
     console.print(f"wrote {path}")
 
 
+# LaminDB (spora_sd.cli_lamin): `spora-sd lamin init|register|search|load|export`, and the everyday
+# commands at the top level too. (`export` stays the SpatialData-store command here.)
+from .cli_lamin import lamin_app, load_cmd, register_cmd, search_cmd  # noqa: E402
+
+app.add_typer(lamin_app, name="lamin")
+app.command("register")(register_cmd)
+app.command("search")(search_cmd)
+app.command("load")(load_cmd)
+
+
 def main() -> None:
     """Entry point of the ``spora-sd`` script."""
     app()
@@ -307,10 +347,3 @@ def main() -> None:
 if __name__ == "__main__":
     main()
 
-
-def __getattr__(name: str) -> object:
-    # For sphinx-click: the click command, built on access so that it includes every command
-    # registered on `app`, wherever that happens.
-    if name == "click_app":
-        return typer.main.get_command(app)
-    raise AttributeError(name)

@@ -31,11 +31,15 @@ __all__ = [
     "ImageSource",
     "MaskSource",
     "TissuePlan",
+    "channel_names",
     "channels_per_tissue_table",
     "channels_table",
+    "check_channel_names",
     "element_levels",
     "element_yx_shape",
     "merge_panels",
+    "panel_order",
+    "unnamed_channels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +108,10 @@ class ExportPlan:
     label_encoders: dict[tuple[float, str], pd.DataFrame] = field(default_factory=dict)
     #: ``"reverse map"`` or ``"inferred"``: how the plan was made (logged).
     source: str = "inferred"
+    #: How the source cohort's standardization statistics and tilings were computed (reverse map only):
+    #: ``{"standardization": [{modality, resolution, methods, upper_quantile, lower_quantile}], "tiling":
+    #: [{resolution, strategy, tile_size, stride, min_tissue}]}``.
+    derived: dict | None = None
 
     @property
     def multiplex_modalities(self) -> list[str]:
@@ -121,7 +129,9 @@ def element_levels(element: Any) -> list[Any]:
     (``floor`` or ``ceil`` of half its size), because the layout's OME metadata states a scale of
     ``mpp * 2**level``; coarser levels that do not fit are dropped (they can be rebuilt).
     """
-    if hasattr(element, "children") and not hasattr(element, "dims"):  # a DataTree: multiscale
+    from xarray import DataTree
+
+    if isinstance(element, DataTree):  # a multiscale element
         from spatialdata import get_pyramid_levels
 
         arrays = get_pyramid_levels(element, attr="data")
@@ -146,7 +156,46 @@ def element_yx_shape(element: Any) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------
-# channel tables
+# channel names and tables
+
+
+def channel_names(element: Any) -> list[Any]:
+    """The ``c`` coordinates of an image element (names, or positions when it has none)."""
+    from spatialdata.models import get_channel_names
+
+    return list(get_channel_names(element))
+
+
+def unnamed_channels(names: Sequence[Any]) -> bool:
+    """Whether channel coordinates are only the positions ``0..C-1`` (as ints or digit strings).
+
+    >>> unnamed_channels([0, 1, 2]), unnamed_channels(["0", "1"]), unnamed_channels(["CD3E"])
+    (True, True, False)
+    """
+    return [str(n) for n in names] == [str(i) for i in range(len(names))]
+
+
+def check_channel_names(names: Sequence[Any], where: str) -> list[str]:
+    """``names`` as strings, refused when empty, padded with spaces or repeated (``where`` names the source)."""
+    out = [str(n) for n in names]
+    bad = [n for n in out if not n or n != n.strip()]
+    if bad:
+        raise ExportInputError(f"{where}: channel names must be non-empty without surrounding spaces, got {bad}")
+    dupes = sorted({n for n in out if out.count(n) > 1})
+    if dupes:
+        raise ExportInputError(f"{where}: channel names must be unique, repeated: {dupes}")
+    return out
+
+
+def panel_order(names: Sequence[str], panel: Sequence[str]) -> tuple[list[str], tuple[int, ...] | None]:
+    """An image's channels in panel order, and the indices that re-order its planes (None: already in order).
+
+    >>> panel_order(["DNA1", "CD3E"], ["CD3E", "DNA1", "CD8A"])
+    (['CD3E', 'DNA1'], (1, 0))
+    """
+    ordered = [c for c in panel if c in names]
+    order = tuple(list(names).index(c) for c in ordered)
+    return ordered, None if order == tuple(range(len(names))) else order
 
 
 def merge_panels(panels: Iterable[Sequence[str]]) -> list[str]:

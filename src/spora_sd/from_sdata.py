@@ -236,18 +236,44 @@ def _options(value: bool | Mapping[str, Any]) -> dict[str, Any] | None:
     return {} if value is True else dict(value)
 
 
+def _derived_runs(
+    plan: ExportPlan, options: dict[str, Any] | None, kind: str, available: set[tuple[str, float]]
+) -> list[dict[str, Any]]:
+    """Keyword arguments of each ``compute_*`` call: explicit options, else the source cohort's recipes.
+
+    ``available`` holds the ``(modality, mpp)`` (standardization) or ``("", mpp)`` (tiling) pairs that
+    the export wrote, so that a recipe for a resolution that was not exported is dropped.
+    """
+    if options is None:
+        return []
+    recipes = (plan.derived or {}).get(kind) or []
+    if not options and recipes:  # defaults asked for, and the source cohort says how it did it
+        runs = []
+        for recipe in recipes:
+            key = (recipe.get("modality", ""), float(recipe["resolution"]))
+            if key in available:
+                runs.append(dict(recipe))
+        if runs:
+            return runs
+    if kind == "tiling":
+        return [dict(options)]
+    return [{"modality": modality, **options} for modality in plan.multiplex_modalities]
+
+
 def _derived_products(
     plan: ExportPlan, work: Path, standardization: dict[str, Any] | None, tiling: dict[str, Any] | None, progress: bool
 ) -> None:
-    if standardization is not None:
+    images = {(i.modality, i.mpp) for t in plan.tissues for i in t.images}
+    for kwargs in _derived_runs(plan, standardization, "standardization", images):
         from .standardization import compute_standardizations
 
-        for modality in plan.multiplex_modalities:
-            compute_standardizations(work, modality, **{"progress": progress, **standardization})
-    if tiling is not None:
+        compute_standardizations(work, **{"progress": progress, **kwargs})
+    masks = {("", m.mpp) for t in plan.tissues for m in t.masks if m.what == TISSUE}
+    masks |= {("", mpp) for t in plan.tissues for mpp, _ in t.full_tissue_masks}
+    for kwargs in _derived_runs(plan, tiling, "tiling", masks):
         from .tiling import compute_tiling
 
-        compute_tiling(work, **{"progress": progress, **tiling})
+        compute_tiling(work, **{"progress": progress, **kwargs})
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import layout
 from .cohort import Cohort, open_cohort
 from .errors import CohortFormatError, CohortNotFoundError
 from .masks import read_mask
 from .ome_zarr import open_image_levels
 from .parallel import imap_tissues
 
-__all__ = ["compute_cell_intensities", "label_centroids", "label_means"]
+__all__ = ["compute_cell_intensities", "image_means", "label_centroids", "label_means"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def label_centroids(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     -------
     counts, mean_y, mean_x
         Arrays of length ``max label + 1`` indexed by label; the means are in pixel indices (the centre
-        of pixel ``(i, j)`` is ``(i, j)``) and NaN for labels with no pixel.
+        of pixel ``(i, j)`` is ``(i, j)``) and NaN for labels with no pixel and for the background.
 
     Examples
     --------
@@ -90,16 +91,24 @@ def label_centroids(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     n = int(mask.max()) + 1 if mask.size else 1
     counts = np.zeros(n, dtype=np.int64)
     sum_y = np.zeros(n, dtype=np.float64)
-    sum_x = np.zeros(n, dtype=np.float64)
-    columns = np.arange(width, dtype=np.float64)
+    sum_flat = np.zeros(n, dtype=np.float64)  # of y * width + x: sum_x follows, with one bincount less
     for y0, y1 in _strips(height, width):
-        labels = mask[y0:y1].astype(np.intp, copy=False).ravel()
+        strip = mask[y0:y1].ravel()
+        # Foreground pixels only: the background needs no coordinates, and cells cover a fraction of
+        # a tissue, so this is less work than weighting every pixel (and no full-size weight arrays).
+        where = np.flatnonzero(strip)
+        labels = strip[where].astype(np.intp, copy=False)
+        where += y0 * width
         counts += np.bincount(labels, minlength=n)
-        rows = np.repeat(np.arange(y0, y1, dtype=np.float64), width)
-        sum_y += np.bincount(labels, weights=rows, minlength=n)
-        sum_x += np.bincount(labels, weights=np.tile(columns, y1 - y0), minlength=n)
+        sum_flat += np.bincount(labels, weights=where, minlength=n)
+        sum_y += np.bincount(labels, weights=where // width, minlength=n)
+    # Integer sums below 2**53 are exact in float64, so sum_x is exact too.
+    sum_x = sum_flat - width * sum_y
+    counts[0] = mask.size - counts[1:].sum()
     with np.errstate(invalid="ignore", divide="ignore"):
-        return counts, sum_y / counts, sum_x / counts
+        mean_y, mean_x = sum_y / counts, sum_x / counts
+    mean_y[0] = mean_x[0] = np.nan
+    return counts, mean_y, mean_x
 
 
 def label_means(image: Any, mask: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
@@ -151,7 +160,9 @@ def finest_mask_resolution(cohort: Cohort) -> float:
     """The finest resolution (lowest mpp) with segmentations: where the cell masks are (spec §3)."""
     available = cohort.mask_resolutions()
     if not available:
-        raise CohortNotFoundError(f"{cohort.path / 'segmentations'}: not found; cell instance masks are needed")
+        raise CohortNotFoundError(
+            f"{cohort.path / layout.SEGMENTATIONS_DIR}: not found; cell instance masks are needed"
+        )
     return available[0]
 
 
@@ -163,30 +174,35 @@ class _TissueJob:
     positions: tuple[int, ...]  # panel position of each channel of the image
 
 
-def _tissue_intensities(job: _TissueJob) -> tuple[np.ndarray, np.ndarray]:
-    """``(cell_ids, means)`` of one tissue: means is ``(n_cells, n measured channels)``."""
-    mask = read_mask(job.mask)
-    image = open_image_levels(job.image)[0]
+def image_means(image_path: str | Path, mask: np.ndarray, mask_path: str | Path, n_channels: int) -> np.ndarray:
+    """Per-label means of the stored image at ``image_path`` over ``mask``: ``(C, max label + 1)``.
+
+    Checks that the image and the mask have the same height and width and that the image has the
+    ``n_channels`` channels that ``channels_per_tissue.parquet`` lists for it.
+    """
+    image = open_image_levels(image_path)[0]
     if tuple(image.shape[1:]) != mask.shape:
         raise CohortFormatError(
-            job.mask, "mask.shape", f"mask shape {mask.shape} differs from image shape {tuple(image.shape[1:])}"
+            mask_path, "mask.shape", f"mask shape {mask.shape} differs from image shape {tuple(image.shape[1:])}"
         )
-    if image.shape[0] != len(job.positions):
+    if image.shape[0] != n_channels:
         raise CohortFormatError(
-            job.image,
-            "image.channels",
-            f"{image.shape[0]} channels, but channels_per_tissue lists {len(job.positions)} for {job.tissue_id}",
+            image_path, "image.channels", f"{image.shape[0]} channels, but channels_per_tissue lists {n_channels}"
         )
-    counts = np.bincount(_labels(mask, job.mask).ravel().astype(np.intp, copy=False))
-    means = label_means(image, mask, counts)
+    return label_means(image, _labels(mask, mask_path))
+
+
+def _tissue_intensities(job: _TissueJob) -> tuple[np.ndarray, np.ndarray]:
+    """``(cell_ids, means)`` of one tissue: means is ``(n_cells, n measured channels)``."""
+    mask = _labels(read_mask(job.mask), job.mask)
+    means = image_means(job.image, mask, job.mask, len(job.positions))
+    counts = np.bincount(mask.ravel().astype(np.intp, copy=False))
     cell_ids = np.flatnonzero(counts)
     cell_ids = cell_ids[cell_ids > 0]
     return cell_ids, means[:, cell_ids].T
 
 
-def _intensity_jobs(
-    cohort: Cohort, modality: str, resolution: float, tissues: Sequence[str]
-) -> list[_TissueJob]:
+def _intensity_jobs(cohort: Cohort, modality: str, resolution: float, tissues: Sequence[str]) -> list[_TissueJob]:
     """One job per tissue that has both an image of ``modality`` and an instance mask at ``resolution``."""
     panel = cohort.panel(modality)
     index = {name: i for i, name in enumerate(panel)}

@@ -81,10 +81,11 @@ def marker_table() -> pd.DataFrame:
 
 @functools.cache
 def _table_lookup() -> dict[str, str | None]:
+    """Normalised marker -> Swiss-Prot entry name without the organism suffix (None: not one protein)."""
     table = marker_table()
     return {
-        _key(m): (None if pd.isna(acc) else str(acc))
-        for m, acc in zip(table["marker"], table["accession"], strict=True)
+        _key(m): (None if pd.isna(entry) else str(entry).rsplit("_", 1)[0])
+        for m, entry in zip(table["marker"], table["entry_name"], strict=True)
     }
 
 
@@ -106,8 +107,9 @@ def uniprot_id(marker: str, organism: str = "human") -> str | None:
         Channel name, preferably the HUGO symbol (``"CD3E"``); common antibody names (``"Ki67"``,
         ``"CD45"``) are understood too. Case and ``-``/``_``/space separators are ignored.
     organism
-        ``"human"`` (default) or ``"mouse"`` (also their scientific names or NCBITaxon ids). The cited
-        table covers human markers only; for mouse only exact entry names (``CD3E_MOUSE``) match.
+        ``"human"`` (default) or ``"mouse"`` (also their scientific names or NCBITaxon ids). For mouse,
+        a marker of the cited (human) table maps to the mouse entry of the same protein mnemonic
+        (``KRT5`` -> ``K2C5_MOUSE``) when the release has one.
 
     Returns
     -------
@@ -122,15 +124,19 @@ def uniprot_id(marker: str, organism: str = "human") -> str | None:
     'P22646'
     >>> uniprot_id("CD11b")  # not CD11B_HUMAN, which is CDK11B
     'P11215'
+    >>> uniprot_id("CD11b", organism="mouse") == uniprot_id("ITGAM", organism="mouse")
+    True
     """
     suffix = _suffix(organism)
     key = _key(marker)
     if not key:
         return None
-    if suffix == "HUMAN":
-        table = _table_lookup()
-        if key in table:
-            return table[key]
+    table = _table_lookup()
+    if key in table:
+        # the table names the protein; its entry name in another organism keeps the same protein
+        # mnemonic (K2C5_HUMAN, K2C5_MOUSE), which is how Swiss-Prot names orthologs
+        protein = table[key]
+        return None if protein is None else uniprot_entries(suffix).get(f"{protein}_{suffix}")
     return uniprot_entries(suffix).get(f"{key}_{suffix}")
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +39,14 @@ from .export_plan import (
     ImageSource,
     MaskSource,
     TissuePlan,
+    channel_names,
     channels_per_tissue_table,
     channels_table,
+    check_channel_names,
     element_yx_shape,
     merge_panels,
+    panel_order,
+    unnamed_channels,
 )
 
 __all__ = ["infer_plan"]
@@ -103,28 +106,6 @@ def _contains_scale(transformation: Any) -> bool:
     if isinstance(transformation, Scale):
         return True
     return isinstance(transformation, Sequence) and any(_contains_scale(t) for t in transformation.transformations)
-
-
-def _channel_names(element: Any) -> list[Any]:
-    from spatialdata.models import get_channel_names
-
-    return list(get_channel_names(element))
-
-
-def _unnamed(names: Sequence[Any]) -> bool:
-    """Whether channel coordinates are only the positions ``0..C-1`` (as ints or digit strings)."""
-    return [str(n) for n in names] == [str(i) for i in range(len(names))]
-
-
-def _check_channel_names(names: Sequence[Any], where: str) -> list[str]:
-    out = [str(n) for n in names]
-    bad = [n for n in out if not n or n != n.strip()]
-    if bad:
-        raise ExportInputError(f"{where}: channel names must be non-empty without surrounding spaces, got {bad}")
-    dupes = sorted({n for n in out if out.count(n) > 1})
-    if dupes:
-        raise ExportInputError(f"{where}: channel names must be unique, repeated: {dupes}")
-    return out
 
 
 def _source_name(image_name: str) -> str:
@@ -246,7 +227,7 @@ def _resolve_mpp(sdata: Any, tissue: _Tissue, mpp: float | None) -> float:
 
 def _resolve_channels(sdata: Any, tissue: _Tissue, annotated: dict[str, _Annotation], modality: str) -> list[str]:
     element = sdata.images[tissue.image]
-    names = _channel_names(element)
+    names = channel_names(element)
     where = f"image {tissue.image!r}"
     if not layout.is_multiplex(modality):
         if modality == layout.HE and len(names) == 3:
@@ -254,19 +235,20 @@ def _resolve_channels(sdata: Any, tissue: _Tissue, annotated: dict[str, _Annotat
         if modality.startswith(layout.IHC_PREFIX) and len(names) == 1:
             return [modality.removeprefix(layout.IHC_PREFIX)]
         raise ExportInputError(f"{where}: {len(names)} channels do not fit modality {modality!r}; pass modality=...")
-    if not _unnamed(names):
-        return _check_channel_names(names, where)
+    if not unnamed_channels(names):
+        return check_channel_names(names, where)
     annotation = annotated.get(tissue.labels) if tissue.labels else None
     table = sdata.tables[annotation.table_name] if annotation else None
     if table is None or table.n_vars != len(names):
         what = "no table annotates its labels" if table is None else f"its table has {table.n_vars} variables"
         raise ExportInputError(
             f"{where}: channel names unknown: its c_coords are only the positions 0..{len(names) - 1} and {what}; "
-            "name the channels, e.g. `spatialdata.models.set_channel_names(sdata.images[name], [...])`, "
+            "name the channels, e.g. `sdata.images[name] = spatialdata.models.set_channel_names(sdata.images[name], "
+            "[...])`, "
             "or annotate its labels with a table whose var_names are the channels in image order"
         )
     logger.debug("%s: channel names from the var_names of table %r", where, annotation.table_name)
-    return _check_channel_names(table.var_names, f"table {annotation.table_name!r} var_names")
+    return check_channel_names(table.var_names, f"table {annotation.table_name!r} var_names")
 
 
 def _patient_ids(
@@ -422,7 +404,7 @@ def infer_plan(
     tissues.sort(key=lambda t: t.tissue_id)
 
     channels = {t.source_name: _resolve_channels(sdata, t, annotated, modality) for t in tissues}
-    unnamed = [t.image for t in tissues if _unnamed(_channel_names(sdata.images[t.image]))]
+    unnamed = [t.image for t in tissues if unnamed_channels(channel_names(sdata.images[t.image]))]
     if unnamed and layout.is_multiplex(modality):
         logger.info("channel names of %d image(s) with c_coords 0..C-1 come from their table's var_names", len(unnamed))
     mpps = {t.source_name: _resolve_mpp(sdata, t, mpp) for t in tissues}
@@ -434,15 +416,8 @@ def infer_plan(
     plans = []
     for tissue in tissues:
         names = channels[tissue.source_name]
-        ordered = [c for c in panel if c in names] if multiplex else names
-        order = tuple(names.index(c) for c in ordered)
-        image = ImageSource(
-            tissue.image,
-            modality,
-            mpps[tissue.source_name],
-            tuple(ordered),
-            None if order == tuple(range(len(names))) else order,
-        )
+        ordered, order = panel_order(names, panel) if multiplex else (names, None)
+        image = ImageSource(tissue.image, modality, mpps[tissue.source_name], tuple(ordered), order)
         plan = TissuePlan(tissue.tissue_id, images=[image])
         if tissue.labels:
             plan.masks.append(MaskSource(tissue.labels, INSTANCES, image.mpp))

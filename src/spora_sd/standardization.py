@@ -87,7 +87,9 @@ def standardization_param(upper_quantile: float, lower_quantile: float | None = 
     if lower_quantile is not None:
         _check_quantile("lower_quantile", lower_quantile)
         if not lower_quantile < upper_quantile:
-            raise ValueError(f"lower_quantile ({lower_quantile}) must be smaller than upper_quantile ({upper_quantile})")
+            raise ValueError(
+                f"lower_quantile ({lower_quantile}) must be smaller than upper_quantile ({upper_quantile})"
+            )
         param += f"_lq_{float(lower_quantile)!r}"
     return param
 
@@ -137,7 +139,7 @@ def quantile_from_counts(counts: np.ndarray, q: float) -> float:
 
 
 def _histogram_path(dtype: np.dtype) -> bool:
-    return dtype.kind in "ub" and dtype.itemsize <= 2
+    return dtype.kind == "u" and dtype.itemsize <= 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def _read_image(path: str) -> np.ndarray:
     try:
         array = zarr.open_array(Path(path) / "0", mode="r", zarr_format=3)
         return np.asarray(array[...])
-    except Exception as exc:  # zarr raises many types for a broken store
+    except Exception as exc:  # noqa: BLE001 - zarr raises many types for a broken store
         raise CohortFormatError(path, "image.unreadable", f"cannot read level 0: {exc}") from None
 
 

@@ -241,7 +241,9 @@ def compute_tiling(
         else:
             missing.append(mask)
     if missing:
-        logger.warning("%d tissue(s) have no tissue mask at %s mpp and are not tiled (first: %s)", len(missing), mpp, missing[0])
+        logger.warning(
+            "%d tissue(s) have no tissue mask at %s mpp and are not tiled (first: %s)", len(missing), mpp, missing[0]
+        )
     if not jobs:
         raise CohortNotFoundError(f"{cohort.paths.tissue_masks_dir(mpp)}: no tissue mask of a listed tissue")
 

@@ -36,6 +36,13 @@ os.environ["LAMIN_SETTINGS_DIR"] = str(_SETTINGS_ROOT)
 os.environ["LAMIN_CACHE_DIR"] = str(_SETTINGS_ROOT / "cache")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # spatialdata.testing imports anndata's and dask's test modules, which use these marks at import
+    # time; under --strict-markers they must be known
+    config.addinivalue_line("markers", "gpu: GPU tests of anndata/dask (imported by spatialdata.testing)")
+    config.addinivalue_line("markers", "skip_with_pyarrow_strings: dask test mark (imported by spatialdata.testing)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
@@ -125,6 +132,13 @@ def _make_backend(name: str, root: Path) -> Backend:
     return backend
 
 
+def _postgres_selected(session: pytest.Session) -> bool:
+    return any(
+        getattr(item, "callspec", None) is not None and item.callspec.params.get("backend") == "postgres"
+        for item in session.items
+    )
+
+
 @pytest.fixture(
     scope="session",
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
@@ -134,8 +148,15 @@ def backend(
 ) -> Backend:
     """The instance of one backend, created on first use in this session."""
     name = request.param
-    if name not in _lamin_instances:
-        _lamin_instances[name] = _make_backend(name, tmp_path_factory.mktemp("lamin"))
+    # A new PostgreSQL instance must be initialised before any SQLite one in a process: after Django
+    # was set up for SQLite, lamindb's re-setup leaves pgtrigger with stale Django classes and the
+    # PostgreSQL migrations fail. Connecting back and forth between initialised instances is fine.
+    order = ["postgres", name] if name == "sqlite" and _postgres_selected(request.session) else [name]
+    for each in order:
+        if each not in _lamin_instances:
+            if each == "postgres" and not os.environ.get(PG_ENV) and each != name:
+                continue  # the postgres tests will fail with the message; SQLite ones still run
+            _lamin_instances[each] = _make_backend(each, tmp_path_factory.mktemp("lamin"))
     return _lamin_instances[name]
 
 
@@ -191,8 +212,14 @@ def make_sdata(
             mask[y : y + 6, x : x + 6] = label
         labels[f"{tissue_id}__cells"] = Labels2DModel.parse(mask, dims=("y", "x"), transformations={tissue_id: scale})
         for label in (1, 2, 3):
-            rows.append({"region": f"{tissue_id}__cells", "tissue_id": tissue_id, "cell_id": label,
-                         "cell_type": cell_types[(label - 1) % len(cell_types)]})
+            rows.append(
+                {
+                    "region": f"{tissue_id}__cells",
+                    "tissue_id": tissue_id,
+                    "cell_id": label,
+                    "cell_type": cell_types[(label - 1) % len(cell_types)],
+                }
+            )
     obs = pd.DataFrame(rows)
     for column in ("region", "tissue_id", "cell_type"):
         obs[column] = obs[column].astype("category")

@@ -28,19 +28,19 @@ _LAZY_IMPORTS: dict[str, str] = {
     "TermNotFoundError": "spora_sd.lamin.ontologies",
     "AmbiguousTermError": "spora_sd.lamin.ontologies",
     "spora_schema": "spora_sd.lamin.schema",
-    "register": "spora_sd.lamin.register",
-    "MetadataError": "spora_sd.lamin.register",
+    "register": "spora_sd.lamin.registration",
+    "MetadataError": "spora_sd.lamin.registration",
+    "ArtifactNotFoundError": "spora_sd.lamin.query",
     "search": "spora_sd.lamin.query",
     "get_artifact": "spora_sd.lamin.query",
     "load": "spora_sd.lamin.query",
     "export": "spora_sd.lamin.query",
-    "demo": "spora_sd.lamin.demo",
+    "demo": "spora_sd.lamin.walkthrough",
 }
 
 __all__ = sorted(_LAZY_IMPORTS)
 
 if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a re-export)
-    from .demo import demo as demo
     from .instance import current_instance as current_instance
     from .instance import init_instance as init_instance
     from .ontologies import AmbiguousTermError as AmbiguousTermError
@@ -48,13 +48,15 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a
     from .ontologies import TermNotFoundError as TermNotFoundError
     from .ontologies import resolve_term as resolve_term
     from .ontologies import setup_ontologies as setup_ontologies
+    from .query import ArtifactNotFoundError as ArtifactNotFoundError
     from .query import export as export
     from .query import get_artifact as get_artifact
     from .query import load as load
     from .query import search as search
-    from .register import MetadataError as MetadataError
-    from .register import register as register
+    from .registration import MetadataError as MetadataError
+    from .registration import register as register
     from .schema import spora_schema as spora_schema
+    from .walkthrough import demo as demo
 
 
 def __getattr__(name: str) -> Any:

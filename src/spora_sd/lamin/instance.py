@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -70,7 +71,14 @@ def init_instance(
     path = Path(storage).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     instance_name = _instance_name(path, name)
-    lamindb_setup.init(storage=str(path), modules="bionty", db=db, name=instance_name)
+    # lamindb's init marks the working directory as the instance's "dev dir" (.lamin/current_instance),
+    # which would auto-connect any later lamindb session started there and block connecting to
+    # other instances from it; init inside the storage folder and drop that marker
+    with contextlib.chdir(path):
+        lamindb_setup.init(storage=str(path), modules="bionty", db=db, name=instance_name)
+    (path / ".lamin" / "current_instance").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (path / ".lamin").rmdir()
     import lamindb as ln  # after init: connects to the new instance
 
     slug = ln.setup.settings.instance.slug

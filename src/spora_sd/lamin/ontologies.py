@@ -265,8 +265,11 @@ class _TermIndex:
         self.names: dict[str, str] = {}  # ontology id -> name
         self.by_name: dict[str, str] = {}  # lower-case name -> ontology id
         self.by_synonym: dict[str, list[str]] = {}  # lower-case synonym -> ontology ids
+        self.prefixes: dict[str, str] = {}  # lower-case CURIE prefix -> as the ontology spells it
         for oid, name, synonyms in zip(df["ontology_id"], df["name"], df["synonyms"], strict=True):
             self.names[oid] = name
+            prefix = oid.split(":", 1)[0]
+            self.prefixes.setdefault(prefix.lower(), prefix)
             self.by_name.setdefault(name.lower(), oid)
             if isinstance(synonyms, str):
                 for syn in synonyms.split("|"):
@@ -363,7 +366,8 @@ def resolve_term(field: str, value: str, *, where: str | None = None) -> Term:
     text = str(value).strip()
     curie = _CURIE.match(text)
     if curie:
-        oid = f"{curie.group(1).upper()}:{curie.group(2)}"
+        prefix = index.prefixes.get(curie.group(1).lower(), curie.group(1))
+        oid = f"{prefix}:{curie.group(2)}"
         if oid in index.names:
             return index.term(oid)
     lower = text.lower()

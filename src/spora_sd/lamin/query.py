@@ -27,14 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from spora_sd.errors import SporaError
+
 from .ontologies import TermNotFoundError, registry, resolve_term
-from .register import KEY_PREFIX, artifact_key
+from .registration import KEY_PREFIX, artifact_key
 
 if TYPE_CHECKING:
     import lamindb as ln
     from spatialdata import SpatialData
 
-__all__ = ["SEARCH_COLUMNS", "get_artifact", "export", "load", "search"]
+__all__ = ["SEARCH_COLUMNS", "ArtifactNotFoundError", "export", "get_artifact", "load", "search"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,12 @@ _LINKS = {
     "assay": "experimental_factors",
     "cell_type": "cell_types",
 }
+
+
+class ArtifactNotFoundError(SporaError, LookupError):
+    """No registered cohort has that uid, key or dataset key."""
+
+
 _UID = re.compile(r"^[A-Za-z0-9]{16}(?:[A-Za-z0-9]{4})?$")
 
 
@@ -154,7 +162,7 @@ def get_artifact(ref: Any) -> ln.Artifact:
 
     Raises
     ------
-    LookupError
+    ArtifactNotFoundError
         Nothing matches; the message lists the registered keys.
 
     Examples
@@ -175,7 +183,9 @@ def get_artifact(ref: Any) -> ln.Artifact:
     found = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
     if found is None:
         known = sorted(ln.Artifact.filter(key__startswith=KEY_PREFIX, is_latest=True).values_list("key", flat=True))
-        raise LookupError(f"no registered cohort {text!r} (looked for uid or key {key!r}); registered: {known}")
+        raise ArtifactNotFoundError(
+            f"no registered cohort {text!r} (looked for uid or key {key!r}); registered: {known}"
+        )
     return found
 
 

@@ -13,7 +13,7 @@ slot                       what it validates
 =========================  =============================================================================
 
 The curator is lamindb's own :class:`lamindb.curators.SpatialDataCurator`; see
-:mod:`spora_sd.lamin.register` for how the user's ``attrs`` are presented to it.
+:mod:`spora_sd.lamin.registration` for how the user's ``attrs`` are presented to it.
 
 Examples
 --------

@@ -25,6 +25,7 @@ array([[[0. , 0.5],
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 __all__ = ["Standardizer", "parse_standardization", "standardize_channels"]
 
 logger = logging.getLogger(__name__)
+
+#: Budget of the lookup tables kept per process (a table is at most 65,536 float32 values per channel).
+LUT_CACHE_BYTES = 64 * 2**20
 
 
 def parse_standardization(spec: str) -> tuple[str, str]:
@@ -109,13 +113,14 @@ def standardize_channels(
     """
     scale, offset = _coefficients(lower, upper, method, mean, std)
     out = np.array(x, dtype=np.float32, copy=True)
-    return _apply(out, np.asarray(lower, np.float32), np.asarray(upper, np.float32), method, scale, offset)
+    return _apply(out, np.asarray(lower), np.asarray(upper), method, scale, offset)
 
 
 def _apply(
     x: np.ndarray, lower: np.ndarray, upper: np.ndarray, method: str, scale: np.ndarray, offset: np.ndarray
 ) -> np.ndarray:
     """In place on a float32 ``(C, H, W)`` array: clip, (log1p), then one multiply-add per pixel."""
+    lower, upper = lower.astype(np.float32), upper.astype(np.float32)
     np.clip(x, lower[:, None, None], upper[:, None, None], out=x)
     if method == "quantile_clipping_log1p":
         np.log1p(x, out=x)
@@ -191,6 +196,8 @@ class Standardizer:
         self._mean = _row(mean, self.panel) if mean is not None else None
         self._std = _row(std, self.panel) if std is not None else None
         self._per_tissue: dict[str, tuple[np.ndarray, ...]] = {}
+        self._luts: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lut_bytes = 0
 
     @classmethod
     def from_cohort(
@@ -255,6 +262,7 @@ class Standardizer:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_per_tissue"] = {}  # rebuilt on demand in each worker
+        state["_luts"], state["_lut_bytes"] = OrderedDict(), 0
         return state
 
     def _stats(self, tissue_id: str) -> tuple[np.ndarray, ...]:
@@ -272,7 +280,7 @@ class Standardizer:
             if self.zscore:
                 valid &= np.isfinite(self._mean) & np.isfinite(self._std) & (self._std > 0)
         scale, offset = _coefficients(lower, upper, self.method, self._mean, self._std)
-        stats = (valid, lower.astype(np.float32), upper.astype(np.float32), scale, offset)
+        stats = (valid, lower, upper, scale, offset)
         self._per_tissue[tissue_id] = stats
         return stats
 
@@ -283,7 +291,7 @@ class Standardizer:
     def statistics(self, tissue_id: str) -> pd.DataFrame:
         """The statistics applied to one tissue: ``lower, upper, mean, std, valid`` per panel channel."""
         valid, lower, upper, _, _ = self._stats(tissue_id)
-        data = {"lower": lower.astype(np.float64), "upper": upper.astype(np.float64)}
+        data = {"lower": lower, "upper": upper}
         if self.zscore:
             data["mean"], data["std"] = self._mean, self._std
         data["valid"] = valid
@@ -293,8 +301,39 @@ class Standardizer:
         """Standardize a ``(C, H, W)`` tile whose channel ``k`` is panel channel ``positions[k]``; float32.
 
         The channels must be valid for the tissue (see :meth:`valid`); the caller drops the others.
+        8- and 16-bit unsigned images go through a per-channel lookup table (the formulas evaluated
+        in float64 once for every integer value up to ``ceil(upper)``, one gather per pixel); other
+        dtypes through float32 arithmetic.
         """
-        _, lower, upper, scale, offset = self._stats(tissue_id)
         positions = np.asarray(positions, dtype=np.intp)
+        if x.dtype.kind == "u" and x.dtype.itemsize <= 2:
+            out = np.empty(x.shape, dtype=np.float32)
+            for k, position in enumerate(positions):
+                # mode="clip": values above the table are clipped to ceil(upper), which maps to f(upper).
+                np.take(self._lut(tissue_id, int(position)), x[k], out=out[k], mode="clip")
+            return out
+        _, lower, upper, scale, offset = self._stats(tissue_id)
         out = x.astype(np.float32, copy=True)
         return _apply(out, lower[positions], upper[positions], self.method, scale[positions], offset[positions])
+
+    def _lut(self, tissue_id: str, position: int) -> np.ndarray:
+        """``f(v)`` for ``v = 0, 1, ..., ceil(upper)`` of one tissue and panel channel (least recently used out)."""
+        key = (tissue_id, position)
+        lut = self._luts.get(key)
+        if lut is not None:
+            self._luts.move_to_end(key)
+            return lut
+        valid, lower, upper, scale, offset = self._stats(tissue_id)
+        if not valid[position]:
+            raise ValueError(f"{self.panel[position]!r} has unusable statistics for tissue {tissue_id!r}")
+        values = np.arange(int(np.ceil(min(float(upper[position]), 65535.0))) + 1, dtype=np.float64)
+        y = np.clip(values, float(lower[position]), float(upper[position]))
+        if self.method == "quantile_clipping_log1p":
+            y = np.log1p(y)
+        lut = (y * scale[position] + offset[position]).astype(np.float32)
+        self._luts[key] = lut
+        self._lut_bytes += lut.nbytes
+        while self._lut_bytes > LUT_CACHE_BYTES and len(self._luts) > 1:
+            _, old = self._luts.popitem(last=False)
+            self._lut_bytes -= old.nbytes
+        return lut

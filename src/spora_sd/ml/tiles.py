@@ -86,6 +86,16 @@ class _TissueSource:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
+def _names(value: str | Sequence[str]) -> list[str]:
+    """A name or a sequence of names, as a list (``masks="cells"`` means ``["cells"]``)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _required_masks(masks: list[str], centres: object) -> list[str]:
+    """The masks asked for, plus the instance masks when tiles are centred on cells."""
+    return [*masks, CELLS] if isinstance(centres, str) and centres == "cells" and CELLS not in masks else masks
+
+
 def _python_value(value: Any) -> Any:
     """Numpy scalars as Python scalars, NaN/NA as None: labels must pickle and collate plainly."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA or value is pd.NaT:
@@ -206,6 +216,7 @@ class TileDataset(_DatasetBase):
         if modality not in cohort.modalities:
             raise CohortNotFoundError(f"{cohort.path}: no {modality!r} folder (modalities: {cohort.modalities})")
         mpp = float(resolution)
+        masks = _names(masks)
         channel_table = self._channel_table(cohort, modality)
         rows = self._tissue_rows(cohort.tissues, modality, tissues, split, labels, where=str(cohort.paths.tissues))
         sources = []
@@ -220,7 +231,7 @@ class TileDataset(_DatasetBase):
                     tissue_id=tissue_id,
                     image=ZarrSource(image_path / "0"),
                     channel_names=cohort.tissue_channels(tissue_id, modality),
-                    masks=self._cohort_masks(cohort, mpp, tissue_id, masks),
+                    masks=self._cohort_masks(cohort, mpp, tissue_id, _required_masks(masks, centres)),
                     labels=label_values,
                 )
             )
@@ -328,6 +339,8 @@ class TileDataset(_DatasetBase):
         (64, 64)
         """
         layout.check_modality(modality)
+        masks = _names(masks)
+        required = _required_masks(masks, centres)
         sources, channel_table, tissue_table = _spatialdata_sources(sdata, modality)
         if not sources:
             raise CohortNotFoundError(f"the SpatialData object has no image element named '<tissue_id>__{modality}'")
@@ -342,12 +355,12 @@ class TileDataset(_DatasetBase):
             if source is None:
                 continue
             source.labels = label_values
-            missing = [m for m in masks if m not in source.masks]
+            missing = [m for m in required if m not in source.masks]
             if missing:
                 raise CohortNotFoundError(
                     f"labels element {naming.labels_name(tissue_id, missing[0])!r} not found in the SpatialData object"
                 )
-            source.masks = {m: source.masks[m] for m in dict.fromkeys([*masks, TISSUE]) if m in source.masks}
+            source.masks = {m: source.masks[m] for m in dict.fromkeys([*required, TISSUE]) if m in source.masks}
             selected.append(source)
         if not selected:
             raise CohortNotFoundError("no image element of a selected tissue in the SpatialData object")
@@ -396,12 +409,12 @@ class TileDataset(_DatasetBase):
         if "modality" in table.columns:
             table = table[table["modality"].astype(str) == modality]
         table = table.drop_duplicates("tissue_id")
-        labels = [labels] if isinstance(labels, str) else list(labels)
+        labels = _names(labels)
         missing = [c for c in labels if c not in table.columns]
         if missing:
             raise KeyError(f"{where}: no column {missing[0]!r} to use as a label (columns: {list(table.columns)})")
         if tissues is not None:
-            tissues = [tissues] if isinstance(tissues, str) else list(tissues)
+            tissues = _names(tissues)
             unknown = sorted(set(tissues) - set(table["tissue_id"].astype(str)))
             if unknown:
                 raise KeyError(f"{where}: no {modality!r} tissue {unknown[0]!r}")
@@ -409,7 +422,7 @@ class TileDataset(_DatasetBase):
         if split is not None:
             if "split" not in table.columns:
                 raise KeyError(f"{where}: no 'split' column to select split={split!r} from")
-            splits = [split] if isinstance(split, str) else list(split)
+            splits = _names(split)
             table = table[table["split"].astype("string").isin(splits).fillna(False).to_numpy(bool)]
             if table.empty:
                 raise ValueError(f"{where}: no {modality!r} tissue has split {split!r}")
@@ -484,7 +497,6 @@ class TileDataset(_DatasetBase):
             raise TypeError(f"standardization must be '<method>/<param>', a Standardizer or None, got {standardizer!r}")
         if standardizer is not None and not layout.is_multiplex(modality):
             raise ValueError(f"standardization applies to multiplex modalities only, not {modality!r}")
-        masks = [masks] if isinstance(masks, str) else list(masks)
         self.modality = modality
         self.tile_size = int(tile_size)
         self.strategy = strategy
@@ -655,9 +667,12 @@ class TileDataset(_DatasetBase):
             _, height, width = source.image.shape
             if row < 0 or col < 0 or row + ts > height or col + ts > width:
                 # Outside the image the tile is 0 after standardization too (not the standardized 0).
-                inside = np.zeros((ts, ts), dtype=bool)
-                inside[max(-row, 0) : min(height - row, ts), max(-col, 0) : min(width - col, ts)] = True
-                image[:, ~inside] = 0.0
+                top, left = max(-row, 0), max(-col, 0)
+                bottom, right = max(min(height - row, ts), top), max(min(width - col, ts), left)
+                image[:, :top] = 0.0
+                image[:, bottom:] = 0.0
+                image[:, :, :left] = 0.0
+                image[:, :, right:] = 0.0
         else:
             image = raw.astype(np.float32, copy=False)
         item: dict[str, Any] = {
@@ -734,20 +749,35 @@ def _spatialdata_sources(sdata: Any, modality: str) -> tuple[list[_TissueSource]
                 masks=label_refs.get(tissue_id, {}),
             )
         )
-    channel_table = None
     tables = getattr(sdata, "tables", {})
-    if naming.CELL_TABLE in tables and layout.is_multiplex(modality):
-        var = tables[naming.CELL_TABLE].var
-        if set(seen) <= set(var.index.astype(str)):
-            channel_table = var.copy()
-            channel_table.insert(0, "channel_name", var.index.astype(str))
-            channel_table = channel_table.reset_index(drop=True)
+    channel_table = _spatialdata_channels(sdata, modality)
     if channel_table is None:
         channel_table = pd.DataFrame({"channel_name": seen})
+    unknown = [c for c in seen if c not in set(channel_table["channel_name"].astype(str))]
+    if unknown:
+        raise ValueError(
+            f"image channel {unknown[0]!r} is not in the {modality!r} channel table of the SpatialData object"
+        )
     tissue_table = None
     if naming.TISSUE_TABLE in tables:
         tissue_table = _tissue_frame(tables[naming.TISSUE_TABLE])
     return sources, channel_table, tissue_table
+
+
+def _spatialdata_channels(sdata: Any, modality: str) -> pd.DataFrame | None:
+    """The modality's ``channels.parquet`` as :func:`spora_sd.to_spatialdata` stores it (attrs), else the
+    ``var`` of the cell table, else ``None`` (the images' own channels then make the panel)."""
+    spora = getattr(sdata, "attrs", {}).get(naming.ATTRS_KEY) or {}
+    records = (spora.get("channels") or {}).get(modality, {}).get("records")
+    if records:
+        return pd.DataFrame.from_records(records)
+    tables = getattr(sdata, "tables", {})
+    if layout.is_multiplex(modality) and naming.CELL_TABLE in tables:
+        var = tables[naming.CELL_TABLE].var
+        table = var.reset_index(drop=True)
+        table.insert(0, "channel_name", var.index.astype(str))
+        return table
+    return None
 
 
 def _scale0(element: Any) -> Any:

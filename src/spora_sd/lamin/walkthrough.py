@@ -32,7 +32,7 @@ def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[st
 
     from .instance import init_instance
     from .query import load, search
-    from .register import register
+    from .registration import register
 
     slug = init_instance(Path(instance_dir), name="spora-demo")
     artifact = register(cohort_path)

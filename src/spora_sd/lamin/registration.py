@@ -109,15 +109,16 @@ def _modalities(attrs: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _read(section: Mapping[str, Any], field: str) -> tuple[str | None, str | None]:
-    """(name, ontology id) of a field, written either nested or flat."""
+def _read(section: Mapping[str, Any], field: str, where: str) -> tuple[str | None, str | None, str, str]:
+    """(name, ontology id, where the name is, where the id is) of a field, written nested or flat."""
     value = section.get(field)
     if isinstance(value, Mapping):
         name, oid = value.get("name"), value.get("ontology_id")
+        where_name, where_id = f"{where}[{field!r}]['name']", f"{where}[{field!r}]['ontology_id']"
     else:
-        name, oid = value, None
-    oid = oid or section.get(f"{field}_ontology_id")
-    return (str(name) if name else None), (str(oid) if oid else None)
+        name, oid = value, section.get(f"{field}_ontology_id")
+        where_name, where_id = f"{where}[{field!r}]", f"{where}[{field + '_ontology_id'!r}]"
+    return (str(name) if name else None), (str(oid) if oid else None), where_name, where_id
 
 
 def _write(section: dict[str, Any], field: str, term: Term) -> None:
@@ -129,22 +130,22 @@ def _write(section: dict[str, Any], field: str, term: Term) -> None:
         section[f"{field}_ontology_id"] = term.ontology_id
 
 
-def _resolve(field: str, name: str | None, oid: str | None, where: str) -> Term:
-    if oid:
-        term = resolve_term(field, oid, where=f"{where}_ontology_id" if name else where)
-        if name:
-            try:
-                named = resolve_term(field, name, where=where)
-            except SporaError:
-                logger.warning("%s: name %r is not a term; using the ontology id %s (%s)", where, name, oid, term.name)
-                return term
-            if named.ontology_id != term.ontology_id:
-                raise MetadataError(
-                    f"{where}: the name {name!r} ({named.ontology_id}) and the ontology id {oid!r} ({term.name}) "
-                    "name different terms; fix one of them"
-                )
-        return term
-    return resolve_term(field, str(name), where=where)
+def _resolve(field: str, name: str | None, oid: str | None, where_name: str, where_id: str) -> Term:
+    if not oid:
+        return resolve_term(field, str(name), where=where_name)
+    term = resolve_term(field, oid, where=where_id)
+    if name:
+        try:
+            named = resolve_term(field, name, where=where_name)
+        except SporaError:
+            logger.warning("%s: %r is not a term; using the ontology id %s (%s)", where_name, name, oid, term.name)
+            return term
+        if named.ontology_id != term.ontology_id:
+            raise MetadataError(
+                f"{where_name} = {name!r} ({named.ontology_id}) and {where_id} = {oid!r} ({term.name}) "
+                "name different terms; fix one of them"
+            )
+    return term
 
 
 def complete_attrs(
@@ -189,24 +190,24 @@ def complete_attrs(
         if not isinstance(section, dict):
             raise MetadataError(f"sdata.attrs[{section_name!r}] must be a dict, not {type(section).__name__}")
         for field in fields:
-            where = f"sdata.attrs[{section_name!r}][{field!r}]"
             override = overrides.get(field)
-            name, oid = _read(section, field)
+            name, oid, where_name, where_id = _read(section, field, f"sdata.attrs[{section_name!r}]")
             if override is not None:
-                term = resolve_term(field, override, where=f"{field}= argument")
+                term = resolve_term(field, override, where=f"the {field}= argument")
                 _write(section, field, term)
             elif name or oid:
-                term = _resolve(field, name, oid, where)
+                term = _resolve(field, name, oid, where_name, where_id)
             elif entry is not None:
                 registered = getattr(entry, field)
-                term = _resolve(field, registered.name, registered.ontology_id, f"cohort registry {entry.key}.{field}")
+                where = f"the cohort registry ({entry.key}.{field})"
+                term = _resolve(field, registered.name, registered.ontology_id, where, where)
                 _write(section, field, term)
             elif field == "assay" and (assays := _assays_from_modalities(out)):
                 term = resolve_term(field, assays[0], where="the cohort's modalities")
                 _write(section, field, term)
             else:
                 raise MetadataError(
-                    f"{where} is missing and the cohort is not in the registry: pass {field}=... to register()"
+                    f"{where_name} is missing and the cohort is not in the registry: pass {field}=... to register()"
                 )
             terms[field] = term
     return out, terms
@@ -369,7 +370,8 @@ def register(
     attrs, terms = complete_attrs(sdata.attrs, overrides, dataset)
     if dataset != sdata.attrs.get("dataset"):
         attrs["dataset"] = dataset
-    to_store = sdata if attrs == sdata.attrs else _with(sdata, attrs=attrs)
+    # a shallow copy: writing the artifact sets the object's .path, which must not change the caller's
+    to_store = _with(sdata, attrs=attrs)
     key = key or artifact_key(dataset)
     entry = _registry_entry(dataset)
     if description is None and entry is not None:
