@@ -70,10 +70,11 @@ def _source(quick: bool) -> Path:
     markers = [f"M{i}" for i in range(p["n_channels"])]
     for t in range(p["n_tissues"]):
         cs = {f"s{t}": Scale([1.0, 1.0], axes=("y", "x"))}
+        pixels = _pixels(rng, p["n_channels"], p["size"])
+        chunks = (p["n_channels"], 1024, 1024)
         images[f"s{t}_image"] = Image2DModel.parse(
-            _pixels(rng, p["n_channels"], p["size"]), dims=("c", "y", "x"), c_coords=markers, transformations=cs,
-            chunks=(p["n_channels"], 1024, 1024),
-        )  # fmt: skip
+            pixels, dims=("c", "y", "x"), c_coords=markers, transformations=cs, chunks=chunks
+        )
         mask = _mask(rng, p["size"], p["n_cells"])
         labels[f"s{t}_labels"] = Labels2DModel.parse(mask, dims=("y", "x"), transformations=cs, chunks=(1024, 1024))
         ids = np.unique(mask)[1:]

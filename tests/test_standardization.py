@@ -193,13 +193,15 @@ def test_refuses_to_overwrite_and_bad_arguments(uint_cohort: Path) -> None:
 
 
 def test_dask_client_gives_the_same_tables(uint_cohort: Path, tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     loop_folder = compute_standardization(uint_cohort, method="quantile_clipping_log1p")
     loop = {p.name: pd.read_parquet(p) for p in loop_folder.glob("*.parquet")}
     copy = shutil.copytree(uint_cohort, tmp_path / uint_cohort.name)
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster):
-        dask_folder = compute_standardization(copy, method="quantile_clipping_log1p")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        with get_task_stream(client) as tasks:
+            dask_folder = compute_standardization(copy, method="quantile_clipping_log1p")
+    assert sum(t["key"].startswith("_tissue_stats") for t in tasks.data) == 3  # one task per tissue
     dask = {p.name: pd.read_parquet(p) for p in dask_folder.glob("*.parquet")}
     assert loop.keys() == dask.keys()
     for name, table in loop.items():

@@ -290,13 +290,14 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
 
 
 def test_runs_on_a_dask_client_with_the_same_result(tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     kwargs = {**SMALL, "n_tissues": 3, "standardization": False, "tiling": False, "seed": 5}
     loop = make_synthetic_cohort(tmp_path / "loop", **kwargs)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
-        with Client(cluster):
+        with Client(cluster) as client, get_task_stream(client) as tasks:
             dask = make_synthetic_cohort(tmp_path / "dask", **kwargs)
+    assert sum(t["key"].startswith("_render_tissue") for t in tasks.data) == 3
     assert _files(loop, "*.parquet") == _files(dask, "*.parquet")
     assert _zarr_files(loop) == _zarr_files(dask)
 

@@ -150,12 +150,14 @@ def test_refuses_to_overwrite_and_bad_arguments(cohort_dir: Path) -> None:
 
 
 def test_dask_client_gives_the_same_tables(cohort_dir: Path, tmp_path: Path) -> None:
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, get_task_stream
 
     loop = compute_tiling(cohort_dir, tile_size=16, strategy="grid", min_tissue=0.3)
     expected = (pd.read_parquet(loop), pd.read_parquet(loop.with_name("16_tile_stats.parquet")))
     copy = shutil.copytree(cohort_dir, tmp_path / cohort_dir.name)
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster):
-        path = compute_tiling(copy, tile_size=16, strategy="grid", min_tissue=0.3)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+        with get_task_stream(client) as tasks:
+            path = compute_tiling(copy, tile_size=16, strategy="grid", min_tissue=0.3)
+    assert sum(t["key"].startswith("_tile_one") for t in tasks.data) == 3
     pd.testing.assert_frame_equal(pd.read_parquet(path), expected[0])
     pd.testing.assert_frame_equal(pd.read_parquet(path.with_name("16_tile_stats.parquet")), expected[1])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import spatialdata
@@ -249,6 +250,21 @@ def test_tissue_metadata_options(cohort, option, tables, joined) -> None:
     assert set(sd.tables) == tables
     assert ("subtype" in sd.tables["cells"].obs) is joined
     assert sd.attrs["spora"]["tissues"]["tissue_metadata"] == option
+
+
+def test_tissue_without_cells(cohort_path: Path, tmp_path: Path, cohort) -> None:
+    copy = tmp_path / DATASET
+    shutil.copytree(cohort_path, copy)
+    empty = cohort.tissue_ids()[1]
+    cells = pq.read_table(copy / "metadata" / "cells.parquet").to_pandas()
+    kept = pa.Table.from_pandas(cells[cells["tissue_id"] != empty], preserve_index=False)
+    pq.write_table(kept, copy / "metadata" / "cells.parquet")
+    sd = to_spatialdata(copy, elements=("labels", "tables"))
+    table = sd.tables["cells"]
+    assert naming.labels_name(empty, "cells") in sd.labels  # the labels are still there
+    assert empty not in table.obs["tissue_id"].cat.categories
+    assert naming.labels_name(empty, "cells") not in table.uns["spatialdata_attrs"]["region"]
+    assert list(table.obs["region"].cat.categories) == table.uns["spatialdata_attrs"]["region"]
 
 
 def test_intensities_are_computed_when_the_cells_table_lacks_them(cohort_path: Path, tmp_path: Path, cohort) -> None:

@@ -281,7 +281,12 @@ def build_cell_table(
     if missing:
         raise CohortFormatError(path, "table.column.missing", f"columns {missing} are missing")
     panels = {c for m in cohort.multiplex_modalities for c in cohort.panel(m)}
-    obs_columns = [c for c in cohort.cell_columns if c not in (*KEY_COLUMNS, naming.REGION_KEY) and c not in panels]
+    obs_columns = [
+        c
+        for c in cohort.cell_columns
+        # "__index_level_0__": a pandas index that pyarrow stored as a column, not data
+        if c not in (*KEY_COLUMNS, naming.REGION_KEY) and c not in panels and not c.startswith("__index_level_")
+    ]
     stored = [c for c in dict.fromkeys(var_names) if c in present]
     subset = order if set(order) != set(cohort.tissue_ids()) else None
     table = _read_cells(cohort, [*KEY_COLUMNS, *obs_columns, *stored], subset)
@@ -306,6 +311,15 @@ def build_cell_table(
     if perm is not None:
         tissue_codes, cell_ids = tissue_codes[perm], cell_ids[perm]
         rows = perm if rows is None else rows[perm]
+    # Regions are the tissues that have cells: spatialdata requires the table's region list to equal
+    # the regions present, and squidpy loops over every category of the library key.
+    used = np.flatnonzero(np.bincount(tissue_codes, minlength=len(order)))
+    if len(used) < len(order):
+        logger.info("%s: %d selected tissue(s) have no cells", path, len(order) - len(used))
+        remap = np.full(len(order), -1, dtype=np.int32)
+        remap[used] = np.arange(len(used), dtype=np.int32)
+        tissue_codes = remap[tissue_codes]
+        order = [order[i] for i in used]
 
     def take(values: Any) -> Any:
         return values if rows is None else values[rows]
@@ -347,7 +361,7 @@ def build_cell_table(
         for i, stats in imap_tissues(_tissue_stats, jobs, progress=progress, description="cells"):
             lo, hi = bounds[i]
             ids = cell_ids[lo:hi]
-            inside = ids < len(stats.xy)
+            inside = (ids > 0) & (ids < len(stats.xy))
             if not inside.all():
                 logger.warning(
                     "%s: %d cell(s) of cells.parquet are not in the mask", jobs[i].mask, int((~inside).sum())

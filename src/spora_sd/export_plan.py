@@ -44,6 +44,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 class ExportInputError(SporaError, ValueError):
     """The SpatialData lacks something the export needs; the message names it and the argument that supplies it."""
 
@@ -69,16 +70,11 @@ class ImageSource:
 
 @dataclass(frozen=True)
 class MaskSource:
-    """One labels element to write as a mask: ``what`` is ``"instances"``, ``"tissue"`` or a task name.
-
-    ``dtype`` is the dtype to store (``None``: the element's own); the reverse map uses it to give back
-    a cohort's boolean tissue masks, which SpatialData can only hold as integers.
-    """
+    """One labels element to write as a mask (in its own dtype): ``what`` is ``"instances"``, ``"tissue"`` or a task."""
 
     element: str
     what: str
     mpp: float
-    dtype: str | None = None
 
 
 @dataclass

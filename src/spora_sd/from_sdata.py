@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
+import dask.array as da
 import numpy as np
 
 from . import layout
@@ -140,40 +140,58 @@ class _TissueResult:
     instance_labels: np.ndarray | None
 
 
+class _InThisThread:
+    """A dask array whose slices are computed in the calling thread (``scheduler="synchronous"``).
+
+    On a dask worker, a plain ``np.asarray(dask_array)`` would send the computation back to the
+    cluster from inside a task, which can deadlock it; ``dask.config.set`` cannot prevent that safely
+    because the config is shared by every thread of the process. :func:`~spora_sd.ome_zarr.write_image`
+    needs only ``shape``, ``dtype``, ``chunks`` (to align its bands with the source's blocks) and slicing.
+    """
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.shape, self.dtype, self.ndim, self.chunks = array.shape, array.dtype, array.ndim, array.chunks
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.array[key].compute(scheduler="synchronous"))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.array.compute(scheduler="synchronous"), dtype=dtype)
+
+
+def _local(array: Any, on_worker: bool) -> Any:
+    return _InThisThread(array) if on_worker and isinstance(array, da.Array) else array
+
+
 def _export_tissue(job: _TissueJob) -> _TissueResult:
     paths = CohortPaths(job.root)
     tissue = job.tissue
-    # On a dask worker, compute the source chunks in this task's thread: a nested compute on the
-    # cluster from inside a task could deadlock it.
-    config = dask.config.set(scheduler="synchronous") if job.on_worker else dask.config.set({})
-    with config:
-        for image in tissue.images:
-            levels = element_levels(job.images[image.element])
-            if image.order is not None:
-                levels = [level[list(image.order)] for level in levels]
-            write_image(
-                paths.image(image.modality, image.mpp, tissue.tissue_id),
-                levels,
-                mpp=image.mpp,
-                channel_names=list(image.channels),
-            )
-        instance_labels = None
-        for mask in tissue.masks:
-            data = np.asarray(element_levels(job.labels[mask.element])[0])
-            if mask.dtype is not None:
-                data = data.astype(mask.dtype, copy=False)
-            if mask.what == INSTANCES:
-                target = paths.instance_mask(mask.mpp, tissue.tissue_id)
-                labels = np.unique(data)
-                instance_labels = labels[labels != 0]
-            elif mask.what == TISSUE:
-                target = paths.tissue_mask(mask.mpp, tissue.tissue_id)
-            else:
-                target = paths.semantic_mask(mask.mpp, mask.what, tissue.tissue_id)
-            write_mask(target, data)
-            del data
-        for mpp, shape in tissue.full_tissue_masks:
-            write_mask(paths.tissue_mask(mpp, tissue.tissue_id), np.ones(shape, dtype=np.uint8))
+    for image in tissue.images:
+        levels = element_levels(job.images[image.element])
+        if image.order is not None:
+            levels = [level[list(image.order)] for level in levels]
+        write_image(
+            paths.image(image.modality, image.mpp, tissue.tissue_id),
+            [_local(level, job.on_worker) for level in levels],
+            mpp=image.mpp,
+            channel_names=list(image.channels),
+        )
+    instance_labels = None
+    for mask in tissue.masks:
+        data = np.asarray(_local(element_levels(job.labels[mask.element])[0], job.on_worker))
+        if mask.what == INSTANCES:
+            target = paths.instance_mask(mask.mpp, tissue.tissue_id)
+            labels = np.unique(data)
+            instance_labels = labels[labels != 0]
+        elif mask.what == TISSUE:
+            target = paths.tissue_mask(mask.mpp, tissue.tissue_id)
+        else:
+            target = paths.semantic_mask(mask.mpp, mask.what, tissue.tissue_id)
+        write_mask(target, data)
+        del data
+    for mpp, shape in tissue.full_tissue_masks:
+        write_mask(paths.tissue_mask(mpp, tissue.tissue_id), np.ones(shape, dtype=np.uint8))
     return _TissueResult(tissue.tissue_id, instance_labels)
 
 
@@ -220,8 +238,8 @@ def _write_tables(plan: ExportPlan, work: Path) -> None:
     for modality, channels in plan.channels.items():
         write_table(channels, paths.channels(modality), "channels", index=False)
         panel = channels["channel_name"].astype(str).tolist()
-        write_table(plan.channels_per_tissue[modality], paths.channels_per_tissue(modality), "channels_per_tissue",
-                    index=True, channels=panel, dataset=dataset)  # fmt: skip
+        cpt = plan.channels_per_tissue[modality]
+        write_table(cpt, paths.channels_per_tissue(modality), "channels_per_tissue", channels=panel, dataset=dataset)
     for (mpp, task), encoder in plan.label_encoders.items():
         write_table(encoder, paths.label_encoder(mpp, task), "label_encoder", index=False)
     if plan.cells_table is not None:

@@ -52,7 +52,7 @@ def _labels(mask: np.ndarray, path: Any = "mask") -> np.ndarray:
     if not np.issubdtype(mask.dtype, np.integer):
         raise CohortFormatError(path, "mask.dtype", f"an instance mask must hold integers, not {mask.dtype}")
     if mask.size and np.issubdtype(mask.dtype, np.signedinteger) and mask.min() < 0:
-        raise CohortFormatError(path, "mask.negative", "an instance mask must not hold negative labels")
+        raise CohortFormatError(path, "mask.values", "an instance mask must not hold negative labels")
     return mask
 
 

@@ -135,15 +135,44 @@ def _write_level(group: zarr.Group, path: str, data: Any) -> None:
         dimension_names=list(AXES),
         fill_value=0,
     )
-    # Write one row of shards at a time: each write covers whole shards, so no shard is read back
-    # and rewritten, zarr encodes the shards of a row concurrently, and memory stays at one row of
-    # shards of the source (a tissue image is at most 10 such rows).
+    # Write one band of whole rows of shards at a time: each write covers whole shards, so no shard is
+    # read back and rewritten, zarr encodes the shards of a band concurrently, and memory stays at one
+    # band of the source (a tissue image is at most 10 rows of shards; see _band_cuts).
     if isinstance(data, np.ndarray):
         arr[...] = data  # already in memory: one call lets zarr encode every shard concurrently
         return
-    sy = shards[1]
-    for y0 in range(0, shape[1], sy):
-        arr[:, y0 : y0 + sy, :] = np.asarray(data[:, y0 : y0 + sy, :])
+    cuts = _band_cuts(data, shape[1], shards[1])
+    for y0, y1 in zip(cuts[:-1], cuts[1:], strict=True):
+        arr[:, y0:y1, :] = np.asarray(data[:, y0:y1, :])
+
+
+def _band_cuts(data: Any, height: int, shard_rows: int) -> list[int]:
+    """Row bounds of the bands written one at a time: whole rows of shards, cut where a dask source's blocks end.
+
+    A band that cut through a source chunk would make the next band read and decode that chunk again
+    (a source stored as one chunk per image would be read once per row of shards). So a band ends at
+    the first row of shards that ends together with a source chunk, unless it would grow past the
+    taller of a row of shards and a source chunk: memory stays at about two of those, and a chunk is
+    read at most twice.
+
+    >>> import dask.array as da
+    >>> _band_cuts(da.zeros((2, 600, 9), chunks=(2, 256, 9)), 600, 256)
+    [0, 256, 512, 600]
+    >>> _band_cuts(da.zeros((2, 600, 9), chunks=(2, 600, 9)), 600, 256)  # one chunk: read it once
+    [0, 600]
+    >>> _band_cuts(da.zeros((2, 600, 9), chunks=(2, 300, 9)), 600, 256)
+    [0, 512, 600]
+    """
+    chunks = getattr(data, "chunks", None)  # dask-style: a tuple of block sizes per axis
+    if not (isinstance(chunks, tuple) and len(chunks) == 3 and isinstance(chunks[1], tuple)):
+        return [*range(0, height, shard_rows), height]
+    source_ends = set(np.cumsum(chunks[1]).tolist())
+    longest = max(shard_rows, *chunks[1])
+    cuts = [0]
+    for y in range(shard_rows, height, shard_rows):
+        if y in source_ends or y - cuts[-1] >= longest:
+            cuts.append(y)
+    return [*cuts, height]
 
 
 def write_image(

@@ -167,9 +167,7 @@ def _match_tissues(sdata: Any, annotated: dict[str, _Annotation]) -> list[_Tissu
     claimed: dict[str, str] = {}
     for labels in sorted(annotated):
         hw = element_yx_shape(sdata.labels[labels])
-        candidates = [
-            (img, cs) for img in shapes if shapes[img] == hw and (cs := _shared_systems(sdata, img, labels))
-        ]
+        candidates = [(img, cs) for img in shapes if shapes[img] == hw and (cs := _shared_systems(sdata, img, labels))]
         if not candidates:
             raise ExportInputError(
                 f"labels {labels!r} (annotated by table {annotated[labels].table_name!r}) have no image element of "
@@ -392,7 +390,7 @@ def infer_plan(
     >>> img = Image2DModel.parse(np.zeros((2, 8, 8), "uint16"), dims=("c", "y", "x"), c_coords=["CD3E", "DNA1"])
     >>> plan = infer_plan(sd.SpatialData(images={"s1_image": img}), dataset="demo2025x", mpp=1.0)
     >>> plan.tissues_table[["tissue_id", "modality"]].values.tolist()
-    [['demo2025x_c0b6b5b4_0000', 'imc']]
+    [['demo2025x_148ea684_0000', 'imc']]
     """
     layout.check_dataset_key(dataset)
     layout.check_modality(modality)

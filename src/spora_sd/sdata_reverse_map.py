@@ -188,6 +188,14 @@ def _restore(frame: pd.DataFrame, dtypes: dict[str, str], categories: dict[str, 
     return frame
 
 
+def _renamed(column: pd.Series, new_id: dict[str, str]) -> pd.Series:
+    """Tissue ids mapped to ``new_id`` (re-keyed), keeping a categorical's order and dropping unused ids."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.cat.remove_unused_categories()
+        return column.cat.rename_categories([new_id.get(str(t), str(t)) for t in column.cat.categories])
+    return column.map(lambda t: new_id.get(str(t), t))
+
+
 def _rekey(tissue_id: str, dataset: str) -> str:
     parts = layout.parse_tissue_id(tissue_id)
     return layout.compose_tissue_id(dataset, parts.patient_id, parts.specimen_id)
@@ -227,7 +235,9 @@ def _cells_table(sdata: Any, spora: dict, tissue_ids: set[str]) -> pd.DataFrame 
     var_names = [str(v) for v in table.var_names]
     columns = [str(c) for c in meta.get("columns", [])]
     joined = set(spora.get("tissues", {}).get("columns", [])) - {"tissue_id"}  # tissue columns joined into obs
-    added = [str(c) for c in obs.columns if str(c) not in columns and str(c) != naming.REGION_KEY and str(c) not in joined]
+    added = [
+        str(c) for c in obs.columns if str(c) not in columns and str(c) != naming.REGION_KEY and str(c) not in joined
+    ]
     if added:
         logger.info("cell-table columns added after the conversion are exported too: %s", added)
     x = table.X[rows]
@@ -254,7 +264,8 @@ def _tissues_table(sdata: Any, spora: dict, images: dict[str, dict]) -> pd.DataF
         frame = frame.loc[keep].reset_index(drop=True)
     else:
         # No tissues table (to_spatialdata(tissue_metadata="obs" or None)): rebuild the required columns.
-        logger.info("no 'tissues' table: tissues.parquet is rebuilt from the elements")
+        lost = [c for c in meta.get("columns", []) if c not in ("tissue_id", "patient_id", "specimen_id", "modality")]
+        logger.warning("no 'tissues' table: tissues.parquet is rebuilt from the elements, without %s", lost)
         rows = sorted(pairs)
         frame = pd.DataFrame(
             {
@@ -351,18 +362,24 @@ def plan_from_reverse_map(sdata: Any, *, dataset: str) -> ExportPlan:
                 plan.full_tissue_masks.append((image.mpp, element_yx_shape(sdata.images[image.element])))
                 covered.add(image.mpp)
 
+    # Tables list tissues in the cohort's own order (that of tissues.parquet), not sorted.
+    tissues = _tissues_table(sdata, spora, images)
+    rank = {t: i for i, t in enumerate(dict.fromkeys([*tissues["tissue_id"].astype(str), *tissue_ids]))}
+    tissue_ids.sort(key=rank.__getitem__)
+    for modality in cpt:
+        cpt[modality] = cpt[modality].loc[[new_id[t] for t in tissue_ids if new_id[t] in cpt[modality].index]]
+
     cells = _cells_table(sdata, spora, set(tissue_ids))
     if cells is not None:
-        if rekey:
-            cells["tissue_id"] = cells["tissue_id"].astype(str).map(new_id).astype(cells["tissue_id"].dtype.name)
+        order = np.lexsort((cells["cell_id"].to_numpy(), cells["tissue_id"].astype(str).map(rank).to_numpy()))
+        cells = cells.iloc[order].reset_index(drop=True)
+        cells["tissue_id"] = _renamed(cells["tissue_id"], new_id)
         ids = cells.groupby(cells["tissue_id"].astype(str), sort=False)["cell_id"]
         by_tissue = {str(t): g.to_numpy() for t, g in ids}
         for plan in plans.values():
             if any(m.what == INSTANCES for m in plan.masks):
                 plan.cell_ids = by_tissue.get(plan.tissue_id, np.array([], dtype=np.int64))
-    tissues = _tissues_table(sdata, spora, images)
-    if rekey:
-        tissues["tissue_id"] = tissues["tissue_id"].astype(str).map(new_id)
+    tissues["tissue_id"] = _renamed(tissues["tissue_id"], new_id)
 
     encoders = {}
     tasks = {(float(e["mpp"]), str(e["task"])) for e in entries.values() if e["kind"] == "semantic"}

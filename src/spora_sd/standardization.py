@@ -38,7 +38,13 @@ from .masks import read_mask
 from .parallel import imap_tissues
 from .tables import write_table
 
-__all__ = ["compute_standardization", "compute_standardizations", "standardization_param", "standardize"]
+__all__ = [
+    "compute_standardization",
+    "compute_standardizations",
+    "quantile_from_counts",
+    "standardization_param",
+    "standardize",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Synthetic spora cohorts that look like real ones, for tests, demos and benchmarks.
 
 :func:`make_synthetic_cohort` writes a complete, valid cohort: tissues with cells drawn as
-non-overlapping ellipses, cell types placed in tumour nests, stroma and a lymphoid aggregate, an IMC
+touching, non-overlapping ellipses, cell types placed in tumour nests, stroma and a lymphoid aggregate, an IMC
 panel of real markers whose expression depends on the cell type (gamma-distributed per cell, with
 pixel shot noise), a registered H&E rendered from the same cells, masks, the cells table with mean
 intensities measured on the written images, clinical columns, standardization statistics and a tiling.
@@ -695,9 +695,9 @@ def make_synthetic_cohort(
     - ``n_tissues`` tissues from ``n_tissues - 1`` patients (the first patient has two specimens,
       ``0000`` and ``0001``, from one biopsy), with clinical columns (``original_patient_id``,
       ``biopsy_id``, ``split`` by patient, ``grade``, ``subtype``, ``age``) and ``mpp_<modality>``;
-    - a tissue mask per tissue (a blob with holes), cells drawn as non-overlapping ellipses with a
-      nucleus, cytoplasm and membrane rim, and six cell types placed in tumour nests, stroma and a
-      lymphoid aggregate;
+    - a tissue mask per tissue (a blob with holes), cells drawn as ellipses that may touch but never
+      share a pixel, each with a nucleus, cytoplasm and membrane rim, and six cell types placed in
+      tumour nests, stroma and a lymphoid aggregate;
     - for the multiplex modality, a panel of the first ``n_channels`` of :data:`MARKERS` (real HUGO
       symbols with UniProt accessions, nuclear markers ``DNA1``/``H3C1``); the last panel channel
       fails QC (``qc_pass=False``, background only); the second-to-last is missing from the last

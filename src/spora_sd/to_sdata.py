@@ -50,7 +50,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -164,14 +164,15 @@ def _select(
             )
         tissue_ids = sorted(requested)
 
-    def mask_mpp(kind_dir: str) -> float | None:
-        found = [r for r in cohort.mask_resolutions() if (cohort.paths.segmentations_dir(r) / kind_dir).is_dir()]
+    def mask_mpp(folder: Callable[[float], Path]) -> float | None:
+        """``resolution`` when these masks are stored there, else the finest resolution that has them."""
+        found = [r for r in cohort.mask_resolutions() if folder(r).is_dir()]
         if resolution is not None and float(resolution) in found:
             return float(resolution)
         return found[0] if found else None
 
-    cell_mpp = mask_mpp(f"{layout.CELL_MASKS_DIR}/{layout.INSTANCES_TASK}")
-    tissue_mpp = mask_mpp(layout.TISSUE_MASKS_DIR)
+    cell_mpp = mask_mpp(cohort.paths.instance_masks_dir)
+    tissue_mpp = mask_mpp(cohort.paths.tissue_masks_dir)
     tasks = cohort.tasks(cell_mpp) if cell_mpp is not None else []
     return _Selection(cohort, tissue_ids, chosen, image_mpp, cell_mpp, tissue_mpp, tasks)
 
@@ -232,6 +233,21 @@ def _lazy_mask(path: Path) -> da.Array:
     return da.Array(graph, name, chunks=tuple((int(s),) for s in shape), dtype=dtype)
 
 
+def _channels_by_tissue(cohort: Cohort, modality: str, tissue_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The channels of each tissue's image (``Cohort.tissue_channels`` for many tissues at once)."""
+    panel = cohort.panel(modality)
+    if not layout.is_multiplex(modality):
+        return {t: list(panel) for t in tissue_ids}
+    cpt = cohort.channels_per_tissue(modality)
+    missing = [t for t in tissue_ids if t not in cpt.index]
+    if missing:
+        raise CohortFormatError(
+            cohort.paths.channels_per_tissue(modality), "ids.inconsistent", f"no row for tissue(s) {missing[:5]}"
+        )
+    measured = cpt.reindex(index=list(tissue_ids), columns=panel, fill_value=False).to_numpy(dtype=bool)
+    return {t: [c for c, m in zip(panel, row, strict=True) if m] for t, row in zip(tissue_ids, measured, strict=True)}
+
+
 def _relative(cohort: Cohort, path: Path) -> str:
     return path.relative_to(cohort.path).as_posix()
 
@@ -257,12 +273,12 @@ def _images(sel: _Selection, elements: dict[str, dict]) -> dict[str, DataArray |
                 len(absent),
                 absent[0],
             )
-        for tissue_id in sel.tissue_ids:
-            if tissue_id not in wanted or tissue_id not in on_disk:
-                continue
+        present = [t for t in sel.tissue_ids if t in wanted and t in on_disk]
+        channels_of = _channels_by_tissue(cohort, m, present)
+        for tissue_id in present:
             path = cohort.paths.image(m, mpp, tissue_id)
             levels = open_image_levels(path)
-            channels = cohort.tissue_channels(tissue_id, m)
+            channels = channels_of[tissue_id]
             if len(channels) != levels[0].shape[0]:
                 raise CohortFormatError(
                     path,
@@ -424,9 +440,10 @@ def _attrs(
             "dtypes": _dtypes(channels),
             "records": channels.to_dict("records"),
         }
-        spora["channels_per_tissue"][m] = {
-            t: cohort.tissue_channels(t, m) for t in sel.tissue_ids if t in set(cohort.tissue_ids(m))
-        }
+        with_modality = set(cohort.tissue_ids(m))
+        spora["channels_per_tissue"][m] = _channels_by_tissue(
+            cohort, m, [t for t in sel.tissue_ids if t in with_modality]
+        )
     if naming.CELL_TABLE in tables:
         spora["cells"] = {
             "file": _relative(cohort, cohort.paths.cells),

@@ -169,6 +169,19 @@ def lamin(backend: Backend) -> Backend:
 
 
 @pytest.fixture(scope="session")
+def synthetic_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small synthetic cohorts (IMC only), written once per session."""
+    import spora_sd
+
+    root = tmp_path_factory.mktemp("cohorts")
+    small = {"image_size": 64, "n_cells": 12, "modalities": ("imc",), "standardization": False, "tiling": False}
+    return {
+        "lung": spora_sd.make_synthetic_cohort(root, name="lung2024synthetic", n_tissues=2, seed=1, **small),
+        "tnbc": spora_sd.make_synthetic_cohort(root, name="tnbc2024synthetic", n_tissues=3, seed=2, **small),
+    }
+
+
+@pytest.fixture(scope="session")
 def sdata_factory() -> Any:
     """:func:`make_sdata`, for tests (conftest modules are not importable under importlib mode)."""
     return make_sdata

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +21,6 @@ TNBC_BIO = {
 _REGISTERED: dict[str, dict[str, Any]] = {}
 
 
-@pytest.fixture(scope="session")
-def synthetic_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two small synthetic cohorts (IMC only), written once per session."""
-    import spora_sd
-
-    root = tmp_path_factory.mktemp("cohorts")
-    small = {"image_size": 64, "n_cells": 12, "modalities": ("imc",), "standardization": False, "tiling": False}
-    return {
-        "lung": spora_sd.make_synthetic_cohort(root, name=LUNG, n_tissues=2, seed=1, **small),
-        "tnbc": spora_sd.make_synthetic_cohort(root, name=TNBC, n_tissues=3, seed=2, **small),
-    }
-
-
 @pytest.fixture
 def cohorts(lamin, synthetic_paths) -> dict[str, Any]:
     """Registered once per backend: lung/NSCLC from its folder with arguments; breast/TNBC as SpatialData
@@ -45,7 +31,7 @@ def cohorts(lamin, synthetic_paths) -> dict[str, Any]:
         lung = register(
             synthetic_paths["lung"], tissue="lung", disease="non-small cell lung carcinoma", organism="human"
         )
-        tnbc_sdata = spora_sd.to_spatialdata(synthetic_paths["tnbc"], bio=TNBC_BIO)
+        tnbc_sdata = spora_sd.to_spatialdata(synthetic_paths["tnbc"], bio=TNBC_BIO, tech={"assay": "IMC"})
         _REGISTERED[lamin.name] = {"lung": (None, lung), "tnbc": (tnbc_sdata, register(tnbc_sdata))}
     return _REGISTERED[lamin.name]
 
@@ -85,11 +71,11 @@ def test_register_links_ontology_records(cohorts) -> None:
     assert [d.ontology_id for d in lung.diseases.all()] == ["MONDO:0005233"]
     assert [d.ontology_id for d in tnbc.diseases.all()] == ["MONDO:0005494"]
     assert [o.ontology_id for o in tnbc.organisms.all()] == ["NCBITaxon:9606"]
+    assert [a.ontology_id for a in tnbc.experimental_factors.all()] == ["OBI:0003096"]  # "IMC", a synonym
     # no assay given: taken from the cohort's modality (imc)
-    assert [a.ontology_id for a in tnbc.experimental_factors.all()] == ["OBI:0003096"]
-    assert {"B cell", "T cell", "macrophage", "endothelial cell", "stromal cell"} <= {
-        c.name for c in tnbc.cell_types.all()
-    }
+    assert [a.ontology_id for a in lung.experimental_factors.all()] == ["OBI:0003096"]
+    labels = set(load(tnbc).tables["cells"].obs["cell_type"].astype(str))
+    assert {c.name for c in tnbc.cell_types.all()} == labels - {"tumor cell"}  # "tumor cell": no CL term
     values = tnbc.features.get_values()
     assert values["dataset"] == TNBC
     assert values["n_tissues"] == 3
@@ -266,3 +252,17 @@ def test_unmapped_labels_are_reported(lamin, sdata_factory, caplog) -> None:
         register(sdata_factory("report2024synthetic", cell_types=("T cell", "weird blob", "tumor")))
     assert "kept as ULabels" in caplog.text
     assert "'weird blob'" in caplog.text
+
+
+def test_export_writes_a_valid_cohort(cohorts, tmp_path) -> None:
+    import spora_sd
+    from spora_sd.lamin import ArtifactNotFoundError, export
+
+    sdata, artifact = cohorts["tnbc"]
+    out = export(artifact.uid, tmp_path / TNBC, standardization=False, tiling=False)
+    assert out == tmp_path / TNBC
+    assert spora_sd.validate(out).ok
+    again = spora_sd.to_spatialdata(out)
+    assert set(again.tables["cells"].obs["tissue_id"]) == set(sdata.tables["cells"].obs["tissue_id"])
+    with pytest.raises(ArtifactNotFoundError, match="registered:"):
+        export("nothere2024cohort", tmp_path / "x")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from zarr.abc.store import RangeByteRequest
+from zarr.abc.store import RangeByteRequest, Store
 from zarr.storage import LocalStore, WrapperStore
 
 from spora_sd.errors import CohortFormatError
@@ -21,11 +21,22 @@ READS: list[tuple[str, object]] = []
 
 
 class CountingStore(WrapperStore):
-    """A real LocalStore that records every read: the unit under test is what zarr fetches."""
+    """A real LocalStore that records every read: the unit under test is what zarr fetches.
+
+    zarr >= 3.4 (Python 3.12 here) reads byte ranges through ``get_ranges`` (coalescing neighbouring
+    ranges) or ``get_sync``; both are routed through the recording ``get``/``get_sync`` below.
+    """
 
     async def get(self, key, prototype, byte_range=None):  # type: ignore[override]
         READS.append((key, byte_range))
         return await super().get(key, prototype, byte_range)
+
+    def get_ranges(self, key, byte_ranges, *, prototype, **kwargs):  # type: ignore[override]
+        return Store.get_ranges(self, key, byte_ranges, prototype=prototype, **kwargs)
+
+    def get_sync(self, key, *, prototype=None, byte_range=None):  # type: ignore[override]
+        READS.append((key, byte_range))
+        return self._store.get_sync(key, prototype=prototype, byte_range=byte_range)
 
 
 def open_counting(path: str) -> zarr.Array:

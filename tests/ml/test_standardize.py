@@ -73,16 +73,28 @@ def test_channels_with_zero_nan_or_infinite_statistics_are_dropped() -> None:
 
 
 @pytest.mark.parametrize("method", ["quantile_clipping", "quantile_clipping_log1p"])
-def test_standardizer_applies_the_tissue_statistics_by_panel_position(tile, method: str) -> None:
+@pytest.mark.parametrize("dtype", ["uint16", "uint8", "float32"])  # lookup tables for 8/16-bit, else arithmetic
+def test_standardizer_applies_the_tissue_statistics_by_panel_position(tile, method: str, dtype: str) -> None:
     s = make_standardizer(method, lower=True, zscore=True)
-    positions = np.array([0, 4, 5])[:2]  # A and E of tissue t2
-    out = s.apply(tile[:2], "t2", positions)
-    expected = reference(
-        tile[:2], np.array([0.0, 0.0]), np.array([90.0, 10.0]), method, np.full(2, 0.5), np.full(2, 0.25)
-    )
+    x = (tile[:2] % 256).astype(dtype)
+    if dtype == "float32":
+        x += 0.25  # non-integer values
+    out = s.apply(x, "t2", np.array([0, 4]))  # panel channels A and E of tissue t2
+    expected = reference(x, np.array([0.0, 0.0]), np.array([90.0, 10.0]), method, np.full(2, 0.5), np.full(2, 0.25))
+    assert out.dtype == np.float32
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
     stats = s.statistics("t2")
     assert stats.loc["E", "upper"] == 10.0 and not stats.loc["F", "valid"]
+
+
+def test_lookup_tables_handle_fractional_bounds_and_values_past_the_table() -> None:
+    upper = pd.DataFrame([[7.5]], index=pd.Index(["t"], name="tissue_id"), columns=["A"])
+    lower = pd.DataFrame([[2.5]], index=upper.index, columns=["A"])
+    s = Standardizer(["A"], "quantile_clipping", upper, lower=lower)
+    x = np.array([[[0, 2, 3, 7, 8, 65535]]], dtype="uint16")
+    np.testing.assert_allclose(s.apply(x, "t", np.array([0]))[0, 0], [0.0, 0.0, 0.1, 0.9, 1.0, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="unusable statistics"):
+        Standardizer(["A"], "quantile_clipping", upper * 0).apply(x, "t", np.array([0]))
 
 
 def test_unknown_tissue_and_bad_arguments_raise() -> None:
@@ -90,7 +102,7 @@ def test_unknown_tissue_and_bad_arguments_raise() -> None:
     with pytest.raises(ValueError, match="no statistics for tissue 'nope'"):
         s.valid("nope")
     with pytest.raises(ValueError, match="both"):
-        Standardizer(PANEL, "quantile_clipping", s.statistics("t1").T.iloc[:1], mean=pd.DataFrame())
+        Standardizer(PANEL, "quantile_clipping", pd.DataFrame(), mean=pd.DataFrame())
     with pytest.raises(ValueError, match="unknown standardization method"):
         Standardizer(PANEL, "zscore", pd.DataFrame())
 

@@ -4,11 +4,13 @@ Everything works offline: ontology terms come from the released ontologies that
 ``cellxgene-ontology-guide`` ships (see :func:`setup_ontologies`), and the instance is a local
 SQLite file or a PostgreSQL server of your choice.
 
->>> import spora_sd.lamin as sl                                  # doctest: +SKIP
->>> sl.init_instance("~/spora-lamin")                            # doctest: +SKIP
->>> sl.register("jackson2020")                                   # doctest: +SKIP
->>> sl.search(tissue="breast", disease="breast carcinoma")       # doctest: +SKIP
->>> sdata = sl.load("jackson2020single")                         # doctest: +SKIP
+Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+    import spora_sd.lamin as sl
+    sl.init_instance("~/spora-lamin")
+    sl.register("jackson2020")
+    sl.search(tissue="breast", disease="breast carcinoma")
+    sdata = sl.load("jackson2020single")
 
 Submodules are imported on first use, so ``import spora_sd.lamin`` does not import lamindb (or
 connect to an instance) until a function needs it.

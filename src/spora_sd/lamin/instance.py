@@ -7,9 +7,11 @@ database) plus a storage folder for artifacts. Both work offline; a PostgreSQL s
 
 Examples
 --------
->>> import spora_sd.lamin as sl                                  # doctest: +SKIP
->>> sl.init_instance("~/spora-lamin")                            # SQLite   # doctest: +SKIP
->>> sl.init_instance("/data/spora-lamin", db="postgresql://lab@127.0.0.1:5432/spora")   # doctest: +SKIP
+Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+    import spora_sd.lamin as sl
+    sl.init_instance("~/spora-lamin")                            # SQLite
+    sl.init_instance("/data/spora-lamin", db="postgresql://lab@127.0.0.1:5432/spora")
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ def init_instance(
 
     Examples
     --------
-    >>> slug = init_instance(tempfile.mkdtemp())                  # doctest: +SKIP
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        slug = init_instance(tempfile.mkdtemp())
     """
     import lamindb_setup
 
@@ -98,8 +102,10 @@ def current_instance() -> str:
 
     Examples
     --------
-    >>> current_instance()                                        # doctest: +SKIP
-    'anonymous/spora-lamin'
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        current_instance()
+        # 'anonymous/spora-lamin'
     """
     import lamindb_setup
 

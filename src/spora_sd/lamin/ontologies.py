@@ -8,10 +8,12 @@ without a network connection.
 
 Examples
 --------
->>> import spora_sd.lamin as sl                       # doctest: +SKIP
->>> sl.setup_ontologies()                              # doctest: +SKIP
->>> sl.resolve_term("disease", "TNBC")                 # doctest: +SKIP
-Term(field='disease', ontology_id='MONDO:0005494', name='triple-negative breast carcinoma')
+Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+    import spora_sd.lamin as sl
+    sl.setup_ontologies()
+    sl.resolve_term("disease", "TNBC")
+    # Term(field='disease', ontology_id='MONDO:0005494', name='triple-negative breast carcinoma')
 """
 
 from __future__ import annotations
@@ -128,8 +130,10 @@ def registry(field: str) -> type[SQLRecord]:
 
     Examples
     --------
-    >>> registry("assay").__name__                     # doctest: +SKIP
-    'ExperimentalFactor'
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        registry("assay").__name__
+        # 'ExperimentalFactor'
     """
     import bionty as bt
 
@@ -229,10 +233,12 @@ def setup_ontologies(fields: tuple[str, ...] | None = None) -> dict[str, Any]:
 
     Examples
     --------
-    >>> import spora_sd.lamin as sl                    # doctest: +SKIP
-    >>> sources = sl.setup_ontologies()                # doctest: +SKIP
-    >>> sources["tissue"].name, sources["tissue"].version   # doctest: +SKIP
-    ('uberon', 'v2026-04-01')
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        import spora_sd.lamin as sl
+        sources = sl.setup_ontologies()
+        sources["tissue"].name, sources["tissue"].version
+        # ('uberon', 'v2026-04-01')
     """
     import bionty as bt
 
@@ -356,11 +362,13 @@ def resolve_term(field: str, value: str, *, where: str | None = None) -> Term:
 
     Examples
     --------
-    >>> resolve_term("tissue", "pulmo")                # doctest: +SKIP
-    Term(field='tissue', ontology_id='UBERON:0002048', name='lung')
-    >>> resolve_term("tissue", "brest")                # doctest: +SKIP
-    Traceback (most recent call last):
-    TermNotFoundError: tissue 'brest' is not a name, synonym or id of UBERON v2026-04-01; close matches: 'breast', ...
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        resolve_term("tissue", "pulmo")
+        # Term(field='tissue', ontology_id='UBERON:0002048', name='lung')
+        resolve_term("tissue", "brest")
+        # TermNotFoundError: tissue 'brest' is not a name, synonym or id of UBERON v2026-04-01;
+        # close matches: 'breast', ...
     """
     index, ontology = _source_index(field)
     text = str(value).strip()
@@ -382,28 +390,3 @@ def resolve_term(field: str, value: str, *, where: str | None = None) -> Term:
     if len(ids) > 1:
         raise AmbiguousTermError(field, text, [index.term(oid) for oid in ids], where)
     raise TermNotFoundError(field, text, ontology, index.suggestions(text), where)
-
-
-def get_record(term: Term) -> SQLRecord:
-    """The saved bionty record of a term (created from the offline source if it is new).
-
-    Parameters
-    ----------
-    term
-        A term from :func:`resolve_term`.
-
-    Returns
-    -------
-    bionty record
-        E.g. a ``bionty.Tissue``; its ancestors are saved too, which ontology-aware search relies on.
-
-    Examples
-    --------
-    >>> get_record(resolve_term("tissue", "lung")).ontology_id   # doctest: +SKIP
-    'UBERON:0002048'
-    """
-    reg = registry(term.field)
-    record = reg.filter(ontology_id=term.ontology_id).one_or_none()
-    if record is None:
-        record = reg.from_source(ontology_id=term.ontology_id, mute=True).save()
-    return record

@@ -12,9 +12,11 @@ The same annotations are plain lamindb links, so lamindb queries work as well::
 
 Examples
 --------
->>> import spora_sd.lamin as sl                                  # doctest: +SKIP
->>> sl.search(tissue="breast", disease="breast carcinoma")       # doctest: +SKIP
-                          key                   uid         dataset  tissue  ...
+Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+    import spora_sd.lamin as sl
+    sl.search(tissue="breast", disease="breast carcinoma")
+    # key                   uid         dataset  tissue  ...
 """
 
 from __future__ import annotations
@@ -124,8 +126,10 @@ def search(
 
     Examples
     --------
-    >>> search(tissue="pulmo")                                       # doctest: +SKIP
-    >>> search(disease="MONDO:0004989", cell_type="T cell")          # doctest: +SKIP
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        search(tissue="pulmo")
+        search(disease="MONDO:0004989", cell_type="T cell")
     """
     import lamindb as ln
 
@@ -167,8 +171,10 @@ def get_artifact(ref: Any) -> ln.Artifact:
 
     Examples
     --------
-    >>> get_artifact("jackson2020single").key                        # doctest: +SKIP
-    'spora/jackson2020single.zarr'
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        get_artifact("jackson2020single").key
+        # 'spora/jackson2020single.zarr'
     """
     import lamindb as ln
 
@@ -204,7 +210,9 @@ def load(ref: Any) -> SpatialData:
 
     Examples
     --------
-    >>> sdata = load("jackson2020single")                            # doctest: +SKIP
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        sdata = load("jackson2020single")
     """
     import lamindb as ln
 
@@ -213,7 +221,7 @@ def load(ref: Any) -> SpatialData:
     return artifact.load(is_run_input=None if ln.context.run is not None else False)
 
 
-def export(ref: Any, path: str | os.PathLike[str]) -> Path:
+def export(ref: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write a registered cohort back to a spora cohort folder (through ``spora_sd.from_spatialdata``).
 
     Parameters
@@ -222,6 +230,8 @@ def export(ref: Any, path: str | os.PathLike[str]) -> Path:
         See :func:`get_artifact`.
     path
         The cohort folder to write; its name should be the dataset key.
+    **kwargs
+        Passed to :func:`spora_sd.from_spatialdata` (``overwrite``, ``standardization``, ``tiling``, ...).
 
     Returns
     -------
@@ -230,10 +240,10 @@ def export(ref: Any, path: str | os.PathLike[str]) -> Path:
 
     Examples
     --------
-    >>> export("jackson2020single", "out/jackson2020single")         # doctest: +SKIP
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        export("jackson2020single", "out/jackson2020single")
     """
     from spora_sd import from_spatialdata
 
-    sdata = load(ref)
-    result = from_spatialdata(sdata, path)
-    return Path(result) if result is not None else Path(path)
+    return Path(from_spatialdata(load(ref), path, **kwargs))

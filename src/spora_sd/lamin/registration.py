@@ -18,10 +18,12 @@ The flow of :func:`register`:
 
 Examples
 --------
->>> import spora_sd.lamin as sl                                  # doctest: +SKIP
->>> artifact = sl.register("jackson2020")                        # doctest: +SKIP
->>> artifact.key                                                 # doctest: +SKIP
-'spora/jackson2020single.zarr'
+Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+    import spora_sd.lamin as sl
+    artifact = sl.register("jackson2020")
+    artifact.key
+    # 'spora/jackson2020single.zarr'
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     import lamindb as ln
     from spatialdata import SpatialData
 
-__all__ = ["KEY_PREFIX", "MetadataError", "artifact_key", "complete_attrs", "register"]
+__all__ = ["KEY_PREFIX", "MetadataError", "artifact_key", "complete_attrs", "missing_fields", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +179,13 @@ def complete_attrs(
 
     Examples
     --------
-    >>> attrs, terms = complete_attrs({"dataset": "x2024y"}, {"tissue": "lung", "disease": "NSCLC",
-    ...     "organism": "human", "assay": "IMC"})                    # doctest: +SKIP
-    >>> terms["disease"].ontology_id                                 # doctest: +SKIP
-    'MONDO:0005233'
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        attrs, terms = complete_attrs(
+            {"dataset": "x2024y"}, {"tissue": "lung", "disease": "NSCLC", "organism": "human", "assay": "IMC"}
+        )
+        terms["disease"].ontology_id
+        # 'MONDO:0005233'
     """
     out = copy.deepcopy(dict(attrs))
     entry = _registry_entry(dataset)
@@ -211,6 +216,26 @@ def complete_attrs(
                 )
             terms[field] = term
     return out, terms
+
+
+def missing_fields(attrs: Mapping[str, Any]) -> list[str]:
+    """Label fields that ``attrs`` lacks and the registry / modalities cannot fill (pass them to register).
+
+    Examples
+    --------
+    >>> missing_fields({"dataset": "x2024y", "bio": {"tissue": "lung"}, "modalities": ["imc"]})
+    ['disease', 'organism']
+    """
+    entry = _registry_entry(attrs.get("dataset"))
+    missing = []
+    for section_name, fields in (("bio", _BIO_FIELDS), ("tech", _TECH_FIELDS)):
+        section = attrs.get(section_name) or {}
+        for field in fields:
+            name, oid, _, _ = _read(section, field, section_name)
+            if name or oid or entry is not None or (field == "assay" and _assays_from_modalities(attrs)):
+                continue
+            missing.append(field)
+    return missing
 
 
 def _assays_from_modalities(attrs: Mapping[str, Any]) -> list[str]:
@@ -354,9 +379,11 @@ def register(
 
     Examples
     --------
-    >>> af = register(sdata, tissue="breast", disease="TNBC")        # doctest: +SKIP
-    >>> af.tissues.first().ontology_id                               # doctest: +SKIP
-    'UBERON:0000310'
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        af = register(sdata, tissue="breast", disease="TNBC")
+        af.tissues.first().ontology_id
+        # 'UBERON:0000310'
     """
     import lamindb as ln
 

@@ -17,10 +17,12 @@ The curator is lamindb's own :class:`lamindb.curators.SpatialDataCurator`; see
 
 Examples
 --------
->>> from spora_sd.lamin import spora_schema            # doctest: +SKIP
->>> schema = spora_schema()                            # doctest: +SKIP
->>> sorted(schema.slots)                               # doctest: +SKIP
-['__external__', 'attrs:bio', 'attrs:tech', 'tables:cells:obs', 'tables:cells:var']
+Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+    from spora_sd.lamin import spora_schema
+    schema = spora_schema()
+    sorted(schema.slots)
+    # ['__external__', 'attrs:bio', 'attrs:tech', 'tables:cells:obs', 'tables:cells:var']
 """
 
 from __future__ import annotations
@@ -75,8 +77,10 @@ def spora_schema() -> ln.Schema:
 
     Examples
     --------
-    >>> spora_schema().uid == spora_schema().uid       # doctest: +SKIP
-    True
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        spora_schema().uid == spora_schema().uid
+        # True
     """
     import bionty as bt
     import lamindb as ln

@@ -1,8 +1,11 @@
 """Machine learning on spora cohorts: a fast PyTorch tile dataset.
 
->>> from spora_sd.ml import TileDataset, collate  # doctest: +SKIP
->>> ds = TileDataset("jackson2020single", tile_size=256, masks=("cells",))  # doctest: +SKIP
->>> loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2, collate_fn=collate)  # doctest: +SKIP
+A typical training loader::
+
+    from spora_sd.ml import TileDataset, collate
+
+    ds = TileDataset("jackson2020single", tile_size=256, masks=("cells",), split="train")
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2, collate_fn=collate)
 
 The dataset's core (indexing, reading, standardization, collation) is numpy; items are torch
 tensors when torch is installed. See ``docs/ml.md``.

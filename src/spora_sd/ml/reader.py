@@ -105,6 +105,10 @@ class ZarrSource:
         return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
 
     @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.array.dtype)
+
+    @property
     def chunks(self) -> tuple[int, int]:
         """Height and width of one (inner) chunk: the unit of decoding."""
         chunks = self.array.chunks
@@ -148,6 +152,10 @@ class ArraySource:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
 
     @property
     def chunks(self) -> tuple[int, int]:
@@ -301,8 +309,7 @@ class TileReader:
         y0, y1 = max(row, 0), min(row + height, img_h)
         x0, x1 = max(col, 0), min(col + width, img_w)
         if y0 >= y1 or x0 >= x1:  # entirely outside the image
-            probe = self._fetch(source, range(0, 1), range(0, 1), shape)[(0, 0)]
-            return np.zeros((n_out, height, width), dtype=probe.dtype)
+            return np.zeros((n_out, height, width), dtype=source.dtype)
         chunks = self._fetch(source, range(y0 // ch, (y1 - 1) // ch + 1), range(x0 // cw, (x1 - 1) // cw + 1), shape)
         if len(chunks) == 1 and (y0, y1, x0, x1) == (row, row + height, col, col + width):
             # The whole window lies in one chunk: a single (channel-selecting) copy.

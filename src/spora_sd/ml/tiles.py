@@ -55,6 +55,7 @@ from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.ml.masks import MaskCache, MaskRef, crop_padded
 from spora_sd.ml.reader import DEFAULT_CACHE_BYTES, ArraySource, TileReader, ZarrSource
 from spora_sd.ml.standardize import Standardizer
+from spora_sd.ome_zarr import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from spora_sd.cohort import Cohort
@@ -314,9 +315,10 @@ class TileDataset(_DatasetBase):
 
         Images are the elements named ``<tissue_id>__<modality>`` (channel names from their ``c``
         coordinates), masks the labels ``<tissue_id>__cells``, ``<tissue_id>__tissue`` and
-        ``<tissue_id>__<task>`` (see :mod:`spora_sd.naming`). The panel (and ``qc_pass``/``uniprot_id``) come
-        from the ``var`` of the cell table when there is one, else from the images' channels. Tissue
-        labels and ``split`` come from the ``tissues`` table. The grid is computed from the tissue
+        ``<tissue_id>__<task>`` (see :mod:`spora_sd.naming`). The panel (with ``qc_pass`` and ``uniprot_id``)
+        is ``channels.parquet`` as ``to_spatialdata`` stores it in ``sdata.attrs["spora"]``, else the ``var``
+        of the cell table, else the images' channels. Tissue labels and ``split`` come from the ``tissues``
+        table. The grid is computed from the tissue
         labels (the whole image when a tissue has none).
 
         Parameters
@@ -456,7 +458,7 @@ class TileDataset(_DatasetBase):
             if channels == "uniprot":
                 if "uniprot_id" not in channel_table.columns:
                     raise KeyError(f"{where}: the channels table has no 'uniprot_id' column for channels='uniprot'")
-                keep &= (
+                keep = keep & (  # not in place: pandas may hand out a read-only array
                     channel_table["uniprot_id"]
                     .astype("string")
                     .str.fullmatch(_uniprot_pattern())
@@ -610,8 +612,7 @@ class TileDataset(_DatasetBase):
         cols = np.floor(centres["x"].to_numpy(np.float64) + 0.5).astype(np.int64) - half
         cell_ids = centres["cell_id"].to_numpy() if "cell_id" in centres.columns else None
         # Tissue, then the chunk that holds the tile's centre: neighbours in the index share chunks.
-        chunk = 256
-        order = np.lexsort((cols, rows, (cols + half) // chunk, (rows + half) // chunk, tissue))
+        order = np.lexsort((cols, rows, (cols + half) // CHUNK_SIZE, (rows + half) // CHUNK_SIZE, tissue))
         self._set_tiles(tissue[order], rows[order], cols[order], None if cell_ids is None else cell_ids[order])
 
     # ---------------------------------------------------------------------------------------------
