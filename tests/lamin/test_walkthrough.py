@@ -14,12 +14,13 @@ def demo_dir(lamin, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_demo_registers_searches_and_loads(demo_dir, synthetic_paths, caplog) -> None:
-    import lamindb as ln
-
     from spora_sd.lamin import demo
 
     with caplog.at_level(logging.INFO, logger="spora_sd.lamin"):
         demo(synthetic_paths["tnbc"], demo_dir)
+        # imported after demo(): connecting to another instance reloads lamindb's classes
+        import lamindb as ln
+
         n_artifacts = ln.Artifact.filter(key__startswith="spora/").count()
         demo(synthetic_paths["tnbc"], demo_dir)  # the instance exists; nothing new is registered
     assert ln.setup.settings.instance.slug.endswith("/spora-demo")

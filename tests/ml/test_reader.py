@@ -203,3 +203,14 @@ def test_cohort_image_chunks_are_256(tmp_path: Path) -> None:
         tmp_path / "x_abcdefgh_0000.ome.zarr", np.ones((2, 300, 300), "uint16"), mpp=1.0, channel_names=["A", "B"]
     )
     assert ZarrSource(path / "0").chunks == (256, 256)
+
+
+def test_reads_are_copies_unless_a_view_is_asked_for(sharded_image: tuple[Path, np.ndarray]) -> None:
+    image = sharded_image[1].astype("float32")
+    reader = TileReader()
+    source = ArraySource(image, key="float")
+    tile = reader.read(source, 0, 0, 256, 256)  # the whole chunk, all channels
+    tile[:] = -1  # a copy: neither the cache nor the image changes
+    np.testing.assert_array_equal(reader.read(source, 0, 0, 256, 256), image[:, :256, :256])
+    view = reader.read(source, 0, 0, 256, 256, channels=np.arange(3), copy=False)
+    assert not view.flags.writeable and np.shares_memory(view, image)

@@ -19,15 +19,37 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from .ontologies import setup_ontologies
 
-__all__ = ["current_instance", "init_instance"]
+__all__ = ["current_instance", "init_instance", "quiet"]
 
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@contextlib.contextmanager
+def quiet(level: str = "error") -> Iterator[None]:
+    """Lower lamindb's console verbosity for a block (its tips and "returning existing" notes).
+
+    Examples
+    --------
+    Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
+
+        with quiet():
+            spora_schema()
+    """
+    import lamindb as ln
+
+    previous = ln.settings.verbosity
+    ln.settings.verbosity = level
+    try:
+        yield
+    finally:
+        ln.settings.verbosity = previous
 
 
 def _instance_name(storage: Path, name: str | None) -> str:

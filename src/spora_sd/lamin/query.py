@@ -179,7 +179,8 @@ def get_artifact(ref: Any) -> ln.Artifact:
     import lamindb as ln
 
     if isinstance(ref, ln.Artifact):
-        return ref
+        # fetched again: an artifact object fresh from register() would load its in-memory copy
+        return ln.Artifact.get(uid=ref.uid)
     text = os.fspath(ref) if isinstance(ref, os.PathLike) else str(ref)
     if _UID.match(text):
         found = ln.Artifact.filter(uid__startswith=text).order_by("-created_at").first()

@@ -42,6 +42,7 @@ import pandas as pd
 from spora_sd.errors import SporaError
 from spora_sd.naming import ATTRS_KEY, CELL_TABLE, TISSUE_TABLE
 
+from .instance import quiet
 from .ontologies import Term, assay_for_modality, resolve_term
 from .schema import CELL_TYPE_COLUMNS, SLOT_OBS, spora_schema
 
@@ -315,7 +316,8 @@ def _validated_curator(view: SpatialData, features: dict[str, Any]) -> Any:
                 ", ".join(repr(v) for v in values),
             )
         labels = sorted({v for values in unmapped.values() for v in values})
-        ln.save(ln.ULabel.from_values(labels, create=True))
+        with quiet():
+            ln.save(ln.ULabel.from_values(labels, create=True))
         curator = ln.curators.SpatialDataCurator(view, schema, features=features)
     curator.validate()
     return curator

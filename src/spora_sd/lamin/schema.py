@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from spora_sd.errors import SporaError
 from spora_sd.naming import CELL_TABLE
 
+from .instance import quiet
+
 if TYPE_CHECKING:
     import lamindb as ln
 
@@ -82,6 +84,11 @@ def spora_schema() -> ln.Schema:
         spora_schema().uid == spora_schema().uid
         # True
     """
+    with quiet():  # lamindb's tips about feature types, and "returning existing ..." on every call
+        return _define_schema()
+
+
+def _define_schema() -> ln.Schema:
     import bionty as bt
     import lamindb as ln
 

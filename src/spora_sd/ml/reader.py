@@ -280,6 +280,7 @@ class TileReader:
         height: int,
         width: int,
         channels: np.ndarray | None = None,
+        copy: bool = True,
     ) -> np.ndarray:
         """The window ``[row:row+height, col:col+width]`` of ``source``, zero-padded outside the image.
 
@@ -293,6 +294,9 @@ class TileReader:
             Window size in pixels.
         channels
             Positions of the channels to return, in the order wanted (default: all).
+        copy
+            ``False`` lets a window that lies in one chunk come back as a read-only view of the cached
+            chunk (no copy), for callers that only read it.
 
         Returns
         -------
@@ -304,6 +308,8 @@ class TileReader:
         shape = source.shape
         n_channels, img_h, img_w = shape
         ch, cw = source.chunks
+        if channels is not None and len(channels) == n_channels and np.array_equal(channels, np.arange(n_channels)):
+            channels = None  # all channels in order: a slice, not a copying fancy index
         c_index: Any = slice(None) if channels is None else np.asarray(channels, dtype=np.intp)
         n_out = n_channels if channels is None else len(c_index)
         y0, y1 = max(row, 0), min(row + height, img_h)
@@ -312,9 +318,14 @@ class TileReader:
             return np.zeros((n_out, height, width), dtype=source.dtype)
         chunks = self._fetch(source, range(y0 // ch, (y1 - 1) // ch + 1), range(x0 // cw, (x1 - 1) // cw + 1), shape)
         if len(chunks) == 1 and (y0, y1, x0, x1) == (row, row + height, col, col + width):
-            # The whole window lies in one chunk: a single (channel-selecting) copy.
+            # The whole window lies in one chunk: one (channel-selecting) copy, or a view.
             (cy, cx), chunk = next(iter(chunks.items()))
-            return np.ascontiguousarray(chunk[c_index, y0 - cy * ch : y1 - cy * ch, x0 - cx * cw : x1 - cx * cw])
+            window = chunk[c_index, y0 - cy * ch : y1 - cy * ch, x0 - cx * cw : x1 - cx * cw]
+            if copy or channels is not None:
+                return np.array(window, copy=True)
+            window = window.view()
+            window.flags.writeable = False  # a view of the cache: must not be written to
+            return window
         dtype = next(iter(chunks.values())).dtype
         out = np.zeros((n_out, height, width), dtype=dtype)
         for (cy, cx), chunk in chunks.items():

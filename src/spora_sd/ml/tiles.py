@@ -662,7 +662,9 @@ class TileDataset(_DatasetBase):
             self._check_image(t)
         source = self._sources[t]
         row, col, ts = int(self._rows[index]), int(self._cols[index]), self.tile_size
-        raw = self.reader.read(source.image, row, col, ts, ts, self._read[t])
+        # No copy when a new array is made from the tile anyway (standardized, or cast to float32).
+        copy = self.standardizer is None and source.image.dtype == np.float32
+        raw = self.reader.read(source.image, row, col, ts, ts, self._read[t], copy=copy)
         if self.standardizer is not None:
             image = self.standardizer.apply(raw, source.tissue_id, self._stat_positions[t])
             _, height, width = source.image.shape
@@ -675,7 +677,7 @@ class TileDataset(_DatasetBase):
                 image[:, :, :left] = 0.0
                 image[:, :, right:] = 0.0
         else:
-            image = raw.astype(np.float32, copy=False)
+            image = raw.astype(np.float32, copy=False)  # float32 images were copied by the reader
         item: dict[str, Any] = {
             "image": image,
             "channel_names": list(self._names[t]),
