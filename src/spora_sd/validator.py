@@ -286,7 +286,9 @@ class _Validator:
                 continue
             if not path.is_dir():
                 self.add(path, "layout.unknown_entry", "unexpected file in a modality folder")
-        for mpp, res_dir in self.resolution_dirs(folder):
+        resolutions = self.resolution_dirs(folder)
+        self.check_stated_mpp(modality, [m for m, _ in resolutions])
+        for mpp, res_dir in resolutions:
             for name in _entries(res_dir):
                 if is_temporary(name):
                     continue
@@ -296,6 +298,22 @@ class _Validator:
                     self.check_standardization(modality, res_dir / name)
                 else:
                     self.add(res_dir / name, "layout.unknown_entry", "expected only images/ and standardization/")
+
+    def check_stated_mpp(self, modality: str, stored: list[float]) -> None:
+        """``mpp_<modality>`` in tissues.parquet must be one of the resolutions stored for it."""
+        column = f"mpp_{modality}"
+        if self.tissues is None or column not in self.tissues.columns or not stored:
+            return
+        rows = self.tissues[self.tissues["modality"] == modality]
+        stated = pd.to_numeric(rows[column], errors="coerce")
+        bad = rows[stated.notna() & ~stated.apply(lambda v: any(np.isclose(v, m, rtol=1e-6) for m in stored))]
+        if len(bad):
+            self.add(
+                self.paths.tissues,
+                "image.scale",
+                f"{column} of {len(bad)} tissues (e.g. {bad['tissue_id'].iloc[0]}: {bad[column].iloc[0]}) is not "
+                f"one of the stored resolutions {stored}",
+            )
 
     def check_channels(self, modality: str) -> None:
         ch_path = self.paths.channels(modality)
@@ -336,14 +354,6 @@ class _Validator:
             return None
         return [c for c in panel if c in row.index and bool(row[c])]
 
-    def mpp_from_tissues(self, modality: str, tissue_id: str) -> float | None:
-        column = f"mpp_{modality}"
-        if self.tissues is None or column not in self.tissues.columns:
-            return None
-        rows = self.tissues[(self.tissues["tissue_id"] == tissue_id) & (self.tissues["modality"] == modality)]
-        values = pd.to_numeric(rows[column], errors="coerce").dropna()
-        return float(values.iloc[0]) if len(values) else None
-
     def check_images(self, modality: str, mpp: float, folder: Path) -> None:
         seen = set()
         for name in _entries(folder):
@@ -361,10 +371,6 @@ class _Validator:
                 path, self.rel(path), mpp=mpp, expected_channels=self.expected_channels(modality, tid), deep=self.deep
             )
             self.report.extend(problems)
-            stated = self.mpp_from_tissues(modality, tid)
-            # mpp_<modality> states the finest resolution; coarser folders hold 2x, 4x, ... of it.
-            if stated is not None and not any(np.isclose(mpp, stated * 2**k, rtol=1e-6) for k in range(12)):
-                self.add(path, "image.scale", f"mpp_{modality}={stated} in tissues.parquet, but stored at {mpp} mpp")
             if hw is not None:
                 self.image_shapes.setdefault((tid, mpp), hw)
                 if self.image_shapes[(tid, mpp)] != hw:
