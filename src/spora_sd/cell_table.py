@@ -15,8 +15,10 @@ table is ever made):
 - ``obsm["spatial"]``: cell centroids in micrometers, ``(x, y)`` order, computed from the instance
   masks one tissue at a time (:func:`spora_sd.intensities.label_centroids`); the centre of pixel
   ``(i, j)`` is at ``((j + 0.5) * mpp, (i + 0.5) * mpp)``, as in SpatialData's pixel coordinates.
-- rows ordered by region (tissue) and then ``cell_id``, as squidpy expects; obs names are
-  ``<tissue_id>__<cell_id>``.
+- rows grouped by region (tissue) and ordered by ``cell_id`` within it, as squidpy expects: when
+  ``cells.parquet`` is already grouped that way its tissue order is kept (no row moves), otherwise
+  the rows are sorted by tissue id and ``cell_id``; the region categories follow the row order. Obs
+  names are ``<tissue_id>__<cell_id>``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,15 @@ def _numpy(column: pa.ChunkedArray) -> np.ndarray:
     if column.num_chunks == 1:
         return column.chunk(0).to_numpy(zero_copy_only=False)
     return column.to_numpy()
+
+
+def _copy_column(column: pa.ChunkedArray, out: np.ndarray) -> None:
+    """Copy a numeric column into ``out`` chunk by chunk: one copy, no concatenated intermediate."""
+    start = 0
+    for chunk in column.chunks:
+        stop = start + len(chunk)
+        out[start:stop] = chunk.to_numpy(zero_copy_only=False)
+        start = stop
 
 
 def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Index]:
@@ -188,20 +199,27 @@ def _read_cells(cohort: Cohort, columns: list[str], tissue_ids: list[str] | None
         raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
 
 
-def _row_order(codes: np.ndarray, cell_ids: np.ndarray, path: Any) -> np.ndarray | None:
-    """``None`` when rows are already sorted by (tissue, cell_id), else the sorting permutation."""
-    if len(codes) < 2:
-        return None
-    d_code = np.diff(codes)
-    d_cell = np.diff(cell_ids)
-    if bool(np.all((d_code > 0) | ((d_code == 0) & (d_cell > 0)))):
-        return None
+def _row_order(codes: np.ndarray, cell_ids: np.ndarray, path: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tissues in region order, and the row permutation (``None``: the rows are in order already).
+
+    When ``cells.parquet`` holds each tissue's cells together and in increasing ``cell_id`` (as
+    writers produce it), its own tissue order is kept and no row moves; otherwise the rows are sorted
+    by tissue id (``codes`` follow the sorted ids) and ``cell_id``. Duplicate keys are refused.
+    """
+    if len(codes) == 0:
+        return np.empty(0, dtype=np.int64), None
+    starts = np.flatnonzero(np.diff(codes)) + 1
+    runs = codes[np.r_[0, starts]]
+    same_tissue = np.diff(codes) == 0
+    increasing = bool(np.all(np.diff(cell_ids)[same_tissue] > 0))
+    if increasing and np.bincount(runs).max() == 1:
+        return runs, None
     order = np.lexsort((cell_ids, codes))
     duplicated = (np.diff(codes[order]) == 0) & (np.diff(cell_ids[order]) == 0)
     if duplicated.any():
         cell = cell_ids[order][int(np.flatnonzero(duplicated)[0])]
         raise CohortFormatError(path, "table.key.duplicate", f"(tissue_id, cell_id) is duplicated, e.g. cell_id {cell}")
-    return order
+    return np.unique(codes), order
 
 
 def _join_tissue_columns(obs: dict[str, Any], tissues: pd.DataFrame, order: list[str], codes: np.ndarray) -> None:
@@ -307,19 +325,18 @@ def build_cell_table(
         )
         rows = np.flatnonzero(tissue_codes >= 0)
         tissue_codes, cell_ids = tissue_codes[rows], cell_ids[rows]
-    perm = _row_order(tissue_codes, cell_ids, path)
+    regions, perm = _row_order(tissue_codes, cell_ids, path)
     if perm is not None:
         tissue_codes, cell_ids = tissue_codes[perm], cell_ids[perm]
         rows = perm if rows is None else rows[perm]
-    # Regions are the tissues that have cells: spatialdata requires the table's region list to equal
-    # the regions present, and squidpy loops over every category of the library key.
-    used = np.flatnonzero(np.bincount(tissue_codes, minlength=len(order)))
-    if len(used) < len(order):
-        logger.info("%s: %d selected tissue(s) have no cells", path, len(order) - len(used))
-        remap = np.full(len(order), -1, dtype=np.int32)
-        remap[used] = np.arange(len(used), dtype=np.int32)
-        tissue_codes = remap[tissue_codes]
-        order = [order[i] for i in used]
+    # Regions are the tissues that have cells, in row order: spatialdata requires the table's region
+    # list to equal the regions present, and squidpy loops over every category of the library key.
+    if len(regions) < len(order):
+        logger.info("%s: %d selected tissue(s) have no cells", path, len(order) - len(regions))
+    remap = np.full(len(order), -1, dtype=np.int32)
+    remap[regions] = np.arange(len(regions), dtype=np.int32)
+    tissue_codes = remap[tissue_codes]
+    order = [order[i] for i in regions]
 
     def take(values: Any) -> Any:
         return values if rows is None else values[rows]
@@ -328,7 +345,12 @@ def build_cell_table(
     # X: column-major, so that every channel is one contiguous copy of its Parquet column
     x = np.empty((n, len(var_names)), dtype=np.float32, order="F")
     for j, name in enumerate(var_names):
-        x[:, j] = take(_numpy(table.column(name))) if name in present else np.nan
+        if name not in present:
+            x[:, j] = np.nan
+        elif rows is None:
+            _copy_column(table.column(name), x[:, j])
+        else:
+            x[:, j] = _numpy(table.column(name))[rows]
 
     obs: dict[str, Any] = {
         naming.REGION_KEY: pd.Categorical.from_codes(

@@ -281,11 +281,13 @@ def read_image_metadata(path: str | Path) -> ImageMetadata:
     return ImageMetadata(path=path, channel_names=names, level_paths=level_paths, scales=scales)
 
 
-def open_image_levels(path: str | Path) -> list[da.Array]:
+def open_image_levels(path: str | Path, *, chunk_bytes: int | None = None) -> list[da.Array]:
     """Lazy dask arrays over every pyramid level of an image; reads metadata only.
 
     Each dask chunk is one Zarr chunk ``(C, 256, 256)``, so computing a crop reads only the chunks
-    under it.
+    under it. With ``chunk_bytes``, each dask chunk groups ``k x k`` Zarr chunks, the largest ``k``
+    that keeps it under ``chunk_bytes``: a crop is then usually one task and one Zarr call (Zarr still
+    reads only the chunks under it), which is faster than one task per 256 x 256 chunk.
     """
     path = Path(path)
     meta = read_image_metadata(path)
@@ -295,5 +297,9 @@ def open_image_levels(path: str | Path) -> list[da.Array]:
             arr = zarr.open_array(path / lp, mode="r", zarr_format=3)
         except Exception as exc:  # noqa: BLE001 - zarr raises several types for a broken array
             raise CohortFormatError(path / lp, "image.unreadable", f"cannot open level {lp}: {exc}") from None
-        levels.append(da.from_zarr(arr, chunks=arr.chunks, inline_array=True))
+        chunks = arr.chunks
+        if chunk_bytes is not None:
+            k = max(1, math.isqrt(int(chunk_bytes) // max(1, math.prod(chunks) * arr.dtype.itemsize)))
+            chunks = (chunks[0], chunks[1] * k, chunks[2] * k)
+        levels.append(da.from_zarr(arr, chunks=chunks, inline_array=True))
     return levels

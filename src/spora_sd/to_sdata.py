@@ -55,9 +55,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+from dask.utils import parse_bytes
 
 from . import __version__, layout, naming
 from .atomic import atomic_path
@@ -261,6 +263,9 @@ def _listing(folder: Path, suffix: str) -> set[str]:
 
 def _images(sel: _Selection, elements: dict[str, dict]) -> dict[str, DataArray | DataTree]:
     cohort, out = sel.cohort, {}
+    # dask chunks of whole 256 x 256 Zarr chunks up to dask's chunk-size setting (128 MiB): a random
+    # crop is then mostly one task and one Zarr call, which keeps crops close to raw Zarr reads
+    chunk_bytes = parse_bytes(dask.config.get("array.chunk-size"))
     for m in sel.modalities:
         mpp = sel.image_mpp[m]
         on_disk = _listing(cohort.paths.images_dir(m, mpp), layout.IMAGE_SUFFIX)
@@ -277,7 +282,7 @@ def _images(sel: _Selection, elements: dict[str, dict]) -> dict[str, DataArray |
         channels_of = _channels_by_tissue(cohort, m, present)
         for tissue_id in present:
             path = cohort.paths.image(m, mpp, tissue_id)
-            levels = open_image_levels(path)
+            levels = open_image_levels(path, chunk_bytes=chunk_bytes)
             channels = channels_of[tissue_id]
             if len(channels) != levels[0].shape[0]:
                 raise CohortFormatError(

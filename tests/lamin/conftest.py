@@ -5,7 +5,8 @@
 - Every test in this folder may only connect to loopback addresses: pytest-socket's ``allow_hosts``
   mark is added to each of them, and the session fixtures that create instances apply the same
   guard while they run. lamindb needs no setting for this: with a local storage folder and a
-  local database it never contacts LaminHub (checked by running these tests under the guard).
+  local database it never contacts LaminHub (checked: init, setup_ontologies, register, search and
+  load with every connect() and DNS look-up recorded made none but loopback).
 - The backend fixture is parametrized over SQLite and PostgreSQL. The PostgreSQL server comes from
   ``SPORA_SD_TEST_PG_URL`` (``make test`` starts one with ``.ci/postgres.sh``); each session creates
   its own database on it and drops it at the end. Without the variable the postgres tests fail
@@ -20,7 +21,7 @@ import os
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,11 @@ def _drop_database(url: str, name: str) -> None:
 class Backend:
     """One test instance: its backend name, slug and storage folder."""
 
-    def __init__(self, name: str, slug: str, storage: Path) -> None:
+    def __init__(self, name: str, slug: str, storage: Path, drop: Callable[[], None] | None = None) -> None:
         self.name = name
         self.slug = slug
         self.storage = storage
+        self.drop = drop  # removes the backend's database at the end of the session
 
     def connect(self) -> None:
         import lamindb as ln
@@ -105,9 +107,8 @@ _INSTANCES: dict[str, Backend] = {}
 def _lamin_instances() -> Iterator[dict[str, Backend]]:
     yield _INSTANCES
     for backend in _INSTANCES.values():
-        dropper = getattr(backend, "drop", None)
-        if dropper is not None:
-            dropper()
+        if backend.drop is not None:
+            backend.drop()
 
 
 def _make_backend(name: str, root: Path) -> Backend:
@@ -127,16 +128,7 @@ def _make_backend(name: str, root: Path) -> Backend:
         )
     url, db_name = _create_database(server)
     slug = init_instance(storage, db=url, name="spora-test-pg")
-    backend = Backend(name, slug, storage)
-    backend.drop = lambda: _drop_database(server, db_name)  # type: ignore[attr-defined]
-    return backend
-
-
-def _postgres_selected(session: pytest.Session) -> bool:
-    return any(
-        getattr(item, "callspec", None) is not None and item.callspec.params.get("backend") == "postgres"
-        for item in session.items
-    )
+    return Backend(name, slug, storage, drop=lambda: _drop_database(server, db_name))
 
 
 @pytest.fixture(
@@ -148,15 +140,8 @@ def backend(
 ) -> Backend:
     """The instance of one backend, created on first use in this session."""
     name = request.param
-    # A new PostgreSQL instance must be initialised before any SQLite one in a process: after Django
-    # was set up for SQLite, lamindb's re-setup leaves pgtrigger with stale Django classes and the
-    # PostgreSQL migrations fail. Connecting back and forth between initialised instances is fine.
-    order = ["postgres", name] if name == "sqlite" and _postgres_selected(request.session) else [name]
-    for each in order:
-        if each not in _lamin_instances:
-            if each == "postgres" and not os.environ.get(PG_ENV) and each != name:
-                continue  # the postgres tests will fail with the message; SQLite ones still run
-            _lamin_instances[each] = _make_backend(each, tmp_path_factory.mktemp("lamin"))
+    if name not in _lamin_instances:
+        _lamin_instances[name] = _make_backend(name, tmp_path_factory.mktemp("lamin"))
     return _lamin_instances[name]
 
 

@@ -19,6 +19,8 @@ def cli_instance(lamin, tmp_path_factory: pytest.TempPathFactory):
     lamin.connect()
 
 
+# the CLI makes its own SQLite instance whatever the backend: run it once
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_init_register_search_load(cli_instance: Path, sdata_factory, tmp_path: Path) -> None:
     for _ in range(2):  # the second run finds the instance and only checks the ontologies
         result = runner.invoke(app, ["lamin", "init", str(cli_instance)])

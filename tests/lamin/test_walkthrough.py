@@ -9,10 +9,13 @@ import pytest
 
 @pytest.fixture
 def demo_dir(lamin, tmp_path_factory: pytest.TempPathFactory):
+    """A folder for the demo's own instance (named spora-demo); the session's instance is reconnected after."""
     yield tmp_path_factory.mktemp("demo") / "lamin"
     lamin.connect()  # back to the session's instance
 
 
+# the demo makes its own SQLite instance whatever the backend: run it once
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_demo_registers_searches_and_loads(demo_dir, synthetic_paths, caplog) -> None:
     from spora_sd.lamin import demo
 
@@ -30,3 +33,13 @@ def test_demo_registers_searches_and_loads(demo_dir, synthetic_paths, caplog) ->
     assert "loaded spora/tnbc2024synthetic.zarr back" in caplog.text
     assert (demo_dir / ".lamindb").is_dir()
     assert not (demo_dir / ".lamin").exists()  # no dev-dir marker left behind
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_same_name_other_storage_is_an_error(demo_dir, tmp_path) -> None:
+    from spora_sd.errors import SporaError
+    from spora_sd.lamin import init_instance
+
+    init_instance(demo_dir, name="spora-twice", ontologies=False)
+    with pytest.raises(SporaError, match="already exists with storage"):
+        init_instance(tmp_path / "elsewhere", name="spora-twice", ontologies=False)

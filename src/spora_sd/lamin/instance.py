@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from spora_sd.errors import SporaError
+
 from .ontologies import setup_ontologies
 
 __all__ = ["current_instance", "init_instance", "quiet"]
@@ -50,6 +52,22 @@ def quiet(level: str = "error") -> Iterator[None]:
         yield
     finally:
         ln.settings.verbosity = previous
+
+
+def _forget_stale_pgtrigger() -> None:
+    """Let a new PostgreSQL instance's migrations import pgtrigger afresh.
+
+    When this process already used a SQLite instance, lamindb re-creates Django's modules for the new
+    instance but keeps pgtrigger's (it is no app of a SQLite instance), whose references to the old
+    Django classes then fail pgtrigger's migrations (``assert issubclass(model, Model)``).
+    """
+    import sys
+
+    django_lamin = sys.modules.get("lamindb_setup.core.django")
+    if django_lamin is None or not getattr(django_lamin, "IS_SETUP", False):
+        return
+    for name in [m for m in sys.modules if m == "pgtrigger" or m.startswith("pgtrigger.")]:
+        del sys.modules[name]
 
 
 def _instance_name(storage: Path, name: str | None) -> str:
@@ -97,6 +115,8 @@ def init_instance(
     path = Path(storage).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     instance_name = _instance_name(path, name)
+    if db is not None and db.startswith("postgres"):
+        _forget_stale_pgtrigger()
     # lamindb's init marks the working directory as the instance's "dev dir" (.lamin/current_instance),
     # which would auto-connect any later lamindb session started there and block connecting to
     # other instances from it; init inside the storage folder and drop that marker
@@ -108,6 +128,13 @@ def init_instance(
     import lamindb as ln  # after init: connects to the new instance
 
     slug = ln.setup.settings.instance.slug
+    # lamindb connects to an existing instance of that name whatever storage was asked for
+    storage_settings = ln.setup.settings.instance.storage
+    if storage_settings is not None and Path(storage_settings.root_as_str).resolve() != path:
+        raise SporaError(
+            f"a LaminDB instance named {instance_name!r} already exists with storage {storage_settings.root_as_str}, "
+            f"not {path}: pass another name= (--name), or that storage folder"
+        )
     logger.info("LaminDB instance %s (%s, storage %s)", slug, ln.setup.settings.instance.dialect, path)
     if ontologies:
         setup_ontologies()

@@ -6,12 +6,13 @@ The flow of :func:`register`:
 2. ``sdata.attrs["bio"]``/``["tech"]`` are completed from the arguments, the cohort registry
    (:mod:`spora_sd.registry`) or the modalities, and every term (name, synonym or ontology id) is
    resolved against the offline ontologies. An unknown term stops here, before anything is saved;
-3. lamindb's ``SpatialDataCurator`` validates a *curation view*: the same elements, with ``attrs``
+3. ``ln.Artifact.from_spatialdata(..., key="spora/<dataset>.zarr")`` writes the store to the cache
+   and hashes it: the same content returns the existing artifact, changed content becomes a new
+   version;
+4. lamindb's ``SpatialDataCurator`` validates a *curation view*: the same elements, with ``attrs``
    reduced to canonical term names (the curator reads one string per field). The stored object keeps
    the user's ``attrs`` unchanged, so ``load`` returns exactly what was registered;
-4. cell-type labels that no CL term fits (e.g. "tumor") are logged and kept as ULabels;
-5. ``ln.Artifact.from_spatialdata(..., key="spora/<dataset>.zarr")``: the same content returns the
-   existing artifact (lamindb compares content hashes), changed content becomes a new version;
+5. cell-type labels that no CL term fits (e.g. "tumor") are logged and kept as ULabels;
 6. a new artifact is saved with a Transform (``spora_sd.lamin.register``) and a Run (the conversion),
    and annotated: links to the Tissue, Disease, Organism, ExperimentalFactor, CellType and ULabel
    records, plus ``dataset``, ``n_tissues`` and ``n_cells``.
@@ -407,15 +408,16 @@ def register(
         description = entry.citation
 
     t0 = time.perf_counter()
-    curator = _validated_curator(_curation_view(to_store, terms), _summary(to_store, dataset))
-    t1 = time.perf_counter()
     previous = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
-    # writes the zarr store to the cache and hashes it; an identical store returns the saved artifact
+    # writes the zarr store to the cache and hashes it (nothing is saved in the instance yet); an
+    # identical store returns the saved artifact
     artifact = ln.Artifact.from_spatialdata(to_store, key=key, description=description, revises=previous, run=False)
-    t2 = time.perf_counter()
+    t1 = time.perf_counter()
     if not artifact._state.adding:
         logger.info("%s: same content as artifact %s (%s); nothing new saved", key, artifact.uid, artifact.key)
         return artifact
+    curator = _validated_curator(_curation_view(to_store, terms), _summary(to_store, dataset))
+    t2 = time.perf_counter()
 
     run = ln.Run(
         _transform(),
@@ -432,7 +434,7 @@ def register(
     run.save()
     t3 = time.perf_counter()
     logger.info(
-        "registered %s as %s (%s) in %.1f s: curation %.1f s, write + hash %.1f s, save + annotate %.1f s",
+        "registered %s as %s (%s) in %.1f s: write + hash %.1f s, curation %.1f s, save + annotate %.1f s",
         dataset,
         artifact.uid,
         key,
