@@ -57,9 +57,10 @@ def plot_tissue(sdata: Any, tissue_id: str, out: Path) -> Path:
 
     img = image_name(tissue_id, "imc")
     labels = labels_name(tissue_id, "cells")
-    channel = str(sdata.images[img].coords["c"].values[0]) if "scale0" not in sdata.images[img] else None
-    if channel is None:
-        channel = str(sdata.images[img]["scale0"].image.coords["c"].values[0])
+    from spatialdata.models import get_channel_names
+
+    names = [str(c) for c in get_channel_names(sdata.images[img])]
+    channel = next((c for c in names if c.startswith("DNA")), names[0])  # nuclei show the cells best
     fig, ax = plt.subplots(figsize=(6, 6))
     (
         sdata.pl.render_images(img, channel=channel, cmap="magma")

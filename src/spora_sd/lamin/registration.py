@@ -411,7 +411,8 @@ def register(
     previous = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
     # writes the zarr store to the cache and hashes it (nothing is saved in the instance yet); an
     # identical store returns the saved artifact
-    artifact = ln.Artifact.from_spatialdata(to_store, key=key, description=description, revises=previous, run=False)
+    with quiet():  # lamindb's own notes ("returning artifact with same hash ..."); we log ours
+        artifact = ln.Artifact.from_spatialdata(to_store, key=key, description=description, revises=previous, run=False)
     t1 = time.perf_counter()
     if not artifact._state.adding:
         logger.info("%s: same content as artifact %s (%s); nothing new saved", key, artifact.uid, artifact.key)
@@ -428,7 +429,8 @@ def register(
     artifact.run = run
     # the curator validated the view; it saves and annotates the artifact of the user's object
     curator._artifact = artifact
-    artifact = curator.save_artifact()
+    with quiet():  # "returning schema with same hash" for every slot
+        artifact = curator.save_artifact()
     run.finished_at = datetime.now(UTC)
     run._status_code = 0  # completed; lamindb's own flow() finishes runs the same way
     run.save()
