@@ -15,9 +15,11 @@ def cli_reference() -> str:
     """Every command's ``--help``, rendered by click itself, so the page cannot drift from the CLI."""
     import click
     import typer
+    import typer.core
 
     from spora_sd.cli import app
 
+    typer.core.HAS_RICH = False  # plain click help text (rich would print to the terminal instead)
     root = typer.main.get_command(app)
     parts = ["# Command line\n", "Generated from the CLI's own help texts.\n"]
 

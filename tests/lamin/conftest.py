@@ -42,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # time; under --strict-markers they must be known
     config.addinivalue_line("markers", "gpu: GPU tests of anndata/dask (imported by spatialdata.testing)")
     config.addinivalue_line("markers", "skip_with_pyarrow_strings: dask test mark (imported by spatialdata.testing)")
+    config.addinivalue_line("markers", "array_api: anndata test mark on Python 3.12 (imported by spatialdata.testing)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

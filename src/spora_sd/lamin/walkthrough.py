@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DEMO_LABELS", "demo"]
 
@@ -12,6 +13,11 @@ logger = logging.getLogger(__name__)
 
 #: Labels for a cohort that carries none (a synthetic cohort is a made-up breast carcinoma).
 DEMO_LABELS = {"tissue": "breast", "disease": "breast carcinoma", "organism": "human"}
+
+
+def _contents(sdata: Any) -> tuple[set[str], set[str], dict[str, tuple[int, int]]]:
+    """Element names and table shapes: what the demo checks after loading."""
+    return set(sdata.images), set(sdata.labels), {name: table.shape for name, table in sdata.tables.items()}
 
 
 def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[str]) -> None:
@@ -32,7 +38,7 @@ def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[st
     Raises
     ------
     RuntimeError
-        When a search does not find the registered cohort, or the loaded cohort differs.
+        When a search does not find the registered cohort, or the loaded cohort has other elements.
 
     Examples
     --------
@@ -40,8 +46,6 @@ def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[st
 
         demo("spora-demo/demo2025synthetic", "spora-demo/lamin")
     """
-    from spatialdata.testing import assert_spatial_data_objects_are_identical
-
     from spora_sd import to_spatialdata
 
     from .instance import init_instance
@@ -62,10 +66,8 @@ def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[st
         if artifact.key not in set(hits["key"]):
             raise RuntimeError(f"search({criterion}) did not find {artifact.key}")
     loaded = load(artifact)
-    try:
-        assert_spatial_data_objects_are_identical(load(artifact.uid), loaded, check_transformations=False)
-    except AssertionError as e:
-        raise RuntimeError(f"{artifact.key} loaded twice differs: {e}") from e
+    if _contents(loaded) != _contents(sdata):
+        raise RuntimeError(f"{artifact.key} loaded back differs from the converted cohort: {_contents(loaded)}")
     logger.info(
         "loaded %s back: %d images, %d labels, %d tables",
         artifact.key,
