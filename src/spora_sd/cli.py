@@ -346,4 +346,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
