@@ -348,6 +348,8 @@ MUTATIONS: list[tuple[str, str, Callable[[pd.DataFrame], pd.DataFrame], str, str
         "'pos'",
         False,
     ),
+    # a named RangeIndex: Arrow keeps it as pandas metadata only, with no column
+    ("index-range", "tile_coordinates", lambda d: d.rename_axis("pos"), "table.index", "'pos'", False),
     ("index-both", "tile_stats", lambda d: d.assign(tissue_id=d.index), "table.index", "'tissue_id'", False),
     (
         "index-and-column",

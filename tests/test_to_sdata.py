@@ -60,7 +60,11 @@ def cohort(cohort_path: Path):
 def assert_identical(request: pytest.FixtureRequest):
     """spatialdata's whole-object comparison. It imports anndata's and dask's test helpers, whose marks
     must be known under --strict-markers (tests/lamin/conftest.py registers them too, for the full run)."""
-    for line in ("gpu: anndata test mark", "skip_with_pyarrow_strings: dask test mark"):
+    for line in (
+        "gpu: anndata test mark",
+        "skip_with_pyarrow_strings: dask test mark",
+        "array_api: anndata test mark (anndata >= 0.13)",
+    ):
         request.config.addinivalue_line("markers", line)
     from spatialdata.testing import assert_spatial_data_objects_are_identical
 

@@ -183,9 +183,10 @@ def _panel_var(cohort: Cohort, modalities: Sequence[str]) -> tuple[pd.DataFrame,
     if not frames:
         return pd.DataFrame(index=pd.Index([], dtype=object)), offsets
     var = pd.concat(frames, ignore_index=True)
-    var.index = pd.Index(var.pop("channel_name").astype(str).to_numpy(dtype=object))
+    var.index = pd.Index(var.pop("channel_name").astype(str).to_numpy())
     for column in var.columns:
-        if var[column].dtype == object:
+        # object in pandas 2, "str" in pandas 3
+        if var[column].dtype == object or pd.api.types.is_string_dtype(var[column].dtype):
             var[column] = var[column].astype("category")
     return var, offsets
 
@@ -235,7 +236,8 @@ def _join_tissue_columns(obs: dict[str, Any], tissues: pd.DataFrame, order: list
             or pd.api.types.is_object_dtype(column.dtype)
             or (pd.api.types.is_string_dtype(column.dtype))
         ):
-            categories = pd.Categorical(column.astype(object))
+            # from a numpy array, string categories get pandas' default string dtype (as anndata reads them)
+            categories = pd.Categorical(column.astype(object).to_numpy())
             obs[name] = pd.Categorical.from_codes(categories.codes[codes], categories=categories.categories)
         else:
             obs[name] = column.array.take(codes)
@@ -368,7 +370,8 @@ def build_cell_table(
     names = pc.binary_join_element_wise(
         tissue_strings.cast(pa.string()), pc.cast(pa.array(cell_ids), pa.string()), naming.SEP
     )
-    obs_frame = pd.DataFrame(obs, index=pd.Index(names.to_numpy(zero_copy_only=False), dtype=object), copy=False)
+    # pandas' default string dtype (object in pandas 2, "str" in pandas 3): what anndata reads back
+    obs_frame = pd.DataFrame(obs, index=pd.Index(names.to_pandas()), copy=False)
 
     # per-tissue statistics from the masks: centroids, and the intensities cells.parquet lacks
     computed = [m for m in modalities if not any(c in present for c in cohort.panel(m))]

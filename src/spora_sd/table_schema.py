@@ -387,10 +387,13 @@ class _Frame:
     @classmethod
     def from_arrow(cls, table: pa.Table, file_schema: pa.Schema | None = None) -> _Frame:
         """Wrap an Arrow table; with ``file_schema``, columns absent from ``table`` count as not loaded."""
-        index_fields = _pandas_index_fields(table.schema if file_schema is None else file_schema)
         schema = table.schema if file_schema is None else file_schema
+        index_fields, range_indexes = _pandas_index(schema)
         columns: list[_Column] = []
-        index: list[_Column] = []
+        # pandas stores a RangeIndex as metadata only (no column); pandas 3 also makes one from set_index on
+        # an evenly spaced integer column, so a named one is an index level like any other (one of the wrong
+        # length is corrupt metadata, which the conversion to pandas reports)
+        index = [_Column(r.name, -1, r, in_index=True) for r in range_indexes if len(r) == table.num_rows]
         for i, field in enumerate(schema):
             if file_schema is None:
                 data: pa.ChunkedArray | None = table.column(i)
@@ -406,20 +409,32 @@ class _Frame:
         return cls(columns, index, table.num_rows)
 
 
-def _pandas_index_fields(schema: pa.Schema) -> dict[str, str | None]:
-    """Field name -> index name of the columns that pandas stored as the index (from the pandas metadata)."""
+def _pandas_index(schema: pa.Schema) -> tuple[dict[str, str | None], list[pd.RangeIndex]]:
+    """The pandas index as the pandas metadata describes it.
+
+    Returns the columns that pandas stored as the index (field name -> index name) and the named
+    RangeIndex levels, which pandas stores as a ``{"kind": "range", ...}`` entry with no column.
+    """
     # The metadata is JSON written by whoever made the file: take only what has the expected shape.
     try:
         meta = schema.pandas_metadata
     except (ValueError, TypeError):  # corrupt metadata: to_pandas will report it
-        return {}
+        return {}, []
     if not isinstance(meta, dict):
-        return {}
+        return {}, []
     columns, index_columns = meta.get("columns"), meta.get("index_columns")
     if not isinstance(columns, list) or not isinstance(index_columns, list):
-        return {}
+        return {}, []
     names = {c.get("field_name"): c.get("name") for c in columns if isinstance(c, dict)}
-    return {f: names.get(f) for f in index_columns if isinstance(f, str) and f in schema.names}
+    fields = {f: names.get(f) for f in index_columns if isinstance(f, str) and f in schema.names}
+    ranges = []
+    for entry in index_columns:
+        if not isinstance(entry, dict) or entry.get("kind") != "range" or entry.get("name") is None:
+            continue  # an unnamed RangeIndex (the default one) carries no layout meaning
+        bounds = [entry.get(key) for key in ("start", "stop", "step")]
+        if all(isinstance(b, int) and not isinstance(b, bool) for b in bounds) and bounds[2] != 0:
+            ranges.append(pd.RangeIndex(*bounds, name=entry["name"]))
+    return fields, ranges
 
 
 # --------------------------------------------------------------------------------------------------
