@@ -9,7 +9,15 @@ from typer.testing import CliRunner
 
 from spora_sd.cli import app
 
-runner = CliRunner(env={"COLUMNS": "250"})  # wide enough that rich does not fold the table
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich wraps to the terminal's width (80 columns without a terminal): keep rows on one line."""
+    from spora_sd import cli_lamin
+
+    monkeypatch.setattr(cli_lamin.console, "width", 250)
 
 
 @pytest.fixture
