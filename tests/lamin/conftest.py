@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -43,6 +44,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: GPU tests of anndata/dask (imported by spatialdata.testing)")
     config.addinivalue_line("markers", "skip_with_pyarrow_strings: dask test mark (imported by spatialdata.testing)")
     config.addinivalue_line("markers", "array_api: anndata test mark on Python 3.12 (imported by spatialdata.testing)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # the settings folder also holds lamindb's cache (a copy of every artifact written)
+    shutil.rmtree(_SETTINGS_ROOT, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
