@@ -122,7 +122,8 @@ def run_demo(out: str | Path = "spora-demo", *, n_tissues: int = 4, lamin: bool 
         t0 = _step("5. LaminDB: register, search, load")
         from .lamin import demo as lamin_demo
 
-        results["lamin"] = lamin_demo(cohort_path, out / "lamin")
+        lamin_demo(cohort_path, out / "lamin")
+        results["lamin"] = out / "lamin"
         logger.info("%.1f s", time.perf_counter() - t0)
 
     t0 = _step("6. export back to a spora cohort")

@@ -351,9 +351,7 @@ def _tissues_table(rows: pd.DataFrame) -> AnnData:
     from spatialdata.models import TableModel
 
     obs = _categorical_obs(rows.reset_index(drop=True))
-    obs.index = pd.Index(
-        (rows["tissue_id"].astype(str) + naming.SEP + rows["modality"].astype(str)).to_numpy()
-    )
+    obs.index = pd.Index((rows["tissue_id"].astype(str) + naming.SEP + rows["modality"].astype(str)).to_numpy())
     return TableModel.validate(AnnData(obs=obs))
 
 
