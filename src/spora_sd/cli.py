@@ -50,12 +50,17 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @app.callback()
 def _main(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug; -vvv: other libraries too).")] = 0,
 ) -> None:
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    # Our own progress at INFO (DEBUG with -vv); other libraries only speak up for warnings
+    # (-vvv lets them log at INFO too).
     logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)], force=True
+        level=logging.INFO if verbose >= 3 else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+        force=True,
     )
+    logging.getLogger("spora_sd").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
 
 
 def _csv(value: str | None) -> list[str] | None:
