@@ -50,7 +50,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @app.callback()
 def _main(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug; -vvv: other libraries too).")] = 0,
+    verbose: Annotated[
+        int,
+        typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug; -vvv: other libraries too)."),
+    ] = 0,
 ) -> None:
     # Our own progress at INFO (DEBUG with -vv); other libraries only speak up for warnings
     # (-vvv lets them log at INFO too).
