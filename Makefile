@@ -6,13 +6,15 @@ PYTHON_BOOT ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# The stamp changes whenever pyproject.toml changes, so a new dependency is installed on the next run.
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Installs are pinned to the environments the suite last passed in (constraints/*.txt, a pip freeze):
+# without them the resolver may pick other releases on another day (e.g. spatialdata 0.7.0, which
+# needs pkg_resources). The stamp changes with pyproject.toml or the constraints.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints/py311.txt | cksum | cut -d' ' -f1)
 
 PY312_BOOT ?= env PYENV_VERSION=3.12.1 python3.12
 VENV312 ?= .venv312
 PY312 := $(VENV312)/bin/python
-STAMP312 := $(VENV312)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP312 := $(VENV312)/.installed-$(shell cat pyproject.toml constraints/py312.txt | cksum | cut -d' ' -f1)
 
 # torch: the extra stays loose for users; here we pin the CPU wheel that lies on this machine's disk,
 # because a plain `torch` requirement makes pip download a multi-GB CUDA build.
@@ -21,19 +23,19 @@ PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: install install-py312 demo test test-py312 test-unit lint docs notebooks bench bench-quick clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints/py311.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[all]"
+	$(PIP) install -q -c constraints/py311.txt "$(TORCH_PIN)"
+	$(PIP) install -q -c constraints/py311.txt -e ".[all]"
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP312): pyproject.toml
+$(STAMP312): pyproject.toml constraints/py312.txt
 	@test -x $(PY312) || $(PY312_BOOT) -m venv $(VENV312)
 	$(PY312) -m pip install -q --upgrade pip
-	$(PY312) -m pip install -q -e ".[io,analysis,lamin,distributed,dev]"
+	$(PY312) -m pip install -q -c constraints/py312.txt -e ".[io,analysis,lamin,distributed,dev,docs]"
 	@rm -f $(VENV312)/.installed-* && touch $(STAMP312)
 
 install-py312: $(STAMP312)
