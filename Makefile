@@ -35,7 +35,7 @@ install: $(STAMP)
 $(STAMP312): pyproject.toml constraints/py312.txt
 	@test -x $(PY312) || $(PY312_BOOT) -m venv $(VENV312)
 	$(PY312) -m pip install -q --upgrade pip
-	$(PY312) -m pip install -q -c constraints/py312.txt -e ".[io,analysis,lamin,distributed,dev,docs]"
+	$(PY312) -m pip install -q -c constraints/py312.txt -e ".[io,analysis,lamin,distributed,dev]"
 	@rm -f $(VENV312)/.installed-* && touch $(STAMP312)
 
 install-py312: $(STAMP312)
