@@ -72,6 +72,24 @@ def plot_tissue(sdata: Any, tissue_id: str, out: Path) -> Path:
     return out
 
 
+def isolate_lamin_settings(folder: Path) -> None:
+    """Keep the demo's LaminDB settings and cache under ``folder``, away from the user's ``~/.lamin``.
+
+    The demo recreates its instance on every run; registering it in the user's own settings would
+    leave a stale instance behind (and clash with a demo run from another folder). lamindb reads
+    these variables when it is first imported, so this must run before that.
+    """
+    import os
+    import sys
+
+    if "lamindb_setup" in sys.modules:
+        logger.warning("lamindb is already imported: the demo instance goes into your own LaminDB settings")
+        return
+    os.environ["LAMIN_SETTINGS_DIR"] = str(folder)
+    os.environ["LAMIN_CACHE_DIR"] = str(folder / "cache")
+    logger.info("LaminDB settings for the demo: %s (export LAMIN_SETTINGS_DIR=%s to use the instance)", folder, folder)
+
+
 def run_demo(out: str | Path = "spora-demo", *, n_tissues: int = 4, lamin: bool = True) -> dict[str, Any]:
     """Run the demo under ``out`` (recreated on every run); returns what it produced."""
     import squidpy as sq
@@ -120,6 +138,7 @@ def run_demo(out: str | Path = "spora-demo", *, n_tissues: int = 4, lamin: bool 
 
     if lamin:
         t0 = _step("5. LaminDB: register, search, load")
+        isolate_lamin_settings(out / "lamin-settings")
         from .lamin import demo as lamin_demo
 
         lamin_demo(cohort_path, out / "lamin")
