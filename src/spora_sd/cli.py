@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +29,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+# Wide lines when stderr is a file or pipe (CI logs): rich would otherwise wrap at 80 columns.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 #: Errors that are the user's input, not our bug: they end in a message and exit code 1.
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (SporaError, FileNotFoundError, FileExistsError, ValueError, KeyError)
@@ -64,6 +66,9 @@ def _main(
         force=True,
     )
     logging.getLogger("spora_sd").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
+    # Third-party deprecation and future warnings go through logging, shown from -vvv on.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose >= 3 else logging.ERROR)
 
 
 def _csv(value: str | None) -> list[str] | None:
