@@ -68,6 +68,8 @@ def _main(
     logging.getLogger("spora_sd").setLevel(logging.DEBUG if verbose >= 2 else logging.INFO)
     # Third-party deprecation and future warnings go through logging, shown from -vvv on.
     logging.captureWarnings(True)
+    # ome_zarr's reader warns about every labels element that spatialdata writes ("no parent found").
+    logging.getLogger("ome_zarr").setLevel(logging.INFO if verbose >= 3 else logging.ERROR)
     logging.getLogger("py.warnings").setLevel(logging.WARNING if verbose >= 3 else logging.ERROR)
 
 
