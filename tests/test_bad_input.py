@@ -360,6 +360,12 @@ CASES = [
         "table.dataset.mismatch",
         "cells.parquet",
     ),
+    Case(
+        "patient_id_contradicts_tissue_id",
+        _edit_table("metadata/tissues.parquet", _set_first("patient_id", "zzzzzzzz")),
+        "table.tissue_id.parts",
+        "tissues.parquet",
+    ),
     Case("instance_mask_missing", _remove(_instance), "mask.missing", "instances/"),
     Case("image_missing", _remove(_image), "layout.file_missing", ".ome.zarr"),
 ]

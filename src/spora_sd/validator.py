@@ -222,24 +222,7 @@ class _Validator:
         self.tissues = good
         for modality, group in good.groupby("modality"):
             self.tissue_ids_by_modality[str(modality)] = set(group["tissue_id"].astype(str))
-        if "patient_id" in good.columns:
-            parsed = good["tissue_id"].astype(str).str.split("_").str[-2]
-            mismatch = good[parsed != good["patient_id"].astype(str)]
-            if len(mismatch):
-                self.add(
-                    path,
-                    "ids.inconsistent",
-                    f"patient_id differs from the tissue id's patient part, e.g. {mismatch['tissue_id'].iloc[0]!r}",
-                )
-        if "specimen_id" in good.columns:
-            parsed = good["tissue_id"].astype(str).str.split("_").str[-1]
-            mismatch = good[parsed != good["specimen_id"].astype(str)]
-            if len(mismatch):
-                self.add(
-                    path,
-                    "ids.inconsistent",
-                    f"specimen_id differs from the tissue id's specimen part, e.g. {mismatch['tissue_id'].iloc[0]!r}",
-                )
+        # patient_id / specimen_id vs the tissue id's parts: the schema's table.tissue_id.parts rule.
         for modality in self.tissue_ids_by_modality:
             try:
                 mdir = self.paths.modality_dir(modality)
