@@ -21,7 +21,7 @@ STAMP312 := $(VENV312)/.installed-$(shell cat pyproject.toml constraints/py312.t
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: install install-py312 demo test test-py312 test-unit lint docs notebooks bench bench-quick clean
+.PHONY: install install-py312 demo test test-py312 test-unconstrained test-unit lint docs notebooks bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints/py311.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -68,6 +68,20 @@ test-py312: $(STAMP312)
 	  SPORA_SD_TEST_PG_URL=$$PG_URL $(PY312) -m pytest $(PYTEST_ARGS) tests src/spora_sd --doctest-modules --ignore=tests/ml/test_torch.py; rc=$$?; \
 	  bash .ci/postgres.sh stop; exit $$rc
 
+# What a user gets: a fresh venv, `pip install ".[all]"` with no constraints file (only the CPU torch
+# wheel, as above), then the test suite (PostgreSQL included) against that installed, non-editable copy.
+VENVFREE ?= .venv-unconstrained
+test-unconstrained:
+	rm -rf $(VENVFREE)
+	$(PYTHON_BOOT) -m venv $(VENVFREE)
+	$(VENVFREE)/bin/python -m pip install -q --upgrade pip
+	$(VENVFREE)/bin/python -m pip install -q "$(TORCH_PIN)"
+	$(VENVFREE)/bin/python -m pip install -q ".[all]"
+	@echo "Unconstrained install resolved:"; $(VENVFREE)/bin/python -m pip freeze | grep -iE '^(spatialdata|spatialdata-io|squidpy|lamindb|anndata|zarr|dask|xarray|numpy|pandas)=='
+	set -o pipefail; PG_URL=$$(bash .ci/postgres.sh start) || exit 1; \
+	  SPORA_SD_TEST_PG_URL=$$PG_URL $(VENVFREE)/bin/python -m pytest $(PYTEST_ARGS) tests; rc=$$?; \
+	  bash .ci/postgres.sh stop; exit $$rc
+
 docs: $(STAMP)
 	$(VENV)/bin/sphinx-build -W --keep-going -b html -q docs docs/_build/html
 
@@ -78,4 +92,4 @@ bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick
 
 clean:
-	rm -rf $(VENV) $(VENV312) docs/_build spora-demo .pytest_cache
+	rm -rf $(VENV) $(VENV312) $(VENVFREE) docs/_build spora-demo .pytest_cache

@@ -17,12 +17,14 @@ import zarr
 from bench_open import cohort
 from common import Result, timed
 
+from spora_sd.convert import element_names
+
 CROPS = {True: 20, False: 200}
 SIZE = 256
 
 
 def run(quick: bool) -> list[Result]:
-    from spora_sd import naming, open_cohort, to_spatialdata
+    from spora_sd import open_cohort, to_spatialdata
 
     path = cohort(quick)
     opened = open_cohort(path)
@@ -32,7 +34,7 @@ def run(quick: bool) -> list[Result]:
     crops = []
     for _ in range(CROPS[quick]):
         tid = tissue_ids[int(rng.integers(len(tissue_ids)))]
-        element = sdata.images[naming.image_name(tid, "imc")]
+        element = sdata.images[element_names.image_name(tid, "imc")]
         image = element["scale0"]["image"] if "scale0" in element else element
         height, width = image.shape[1:]
         size = min(SIZE, height, width)

@@ -28,7 +28,7 @@ import zarr
 from common import WORK, PeakRSS, Result, timed
 
 from spora_sd import from_spatialdata
-from spora_sd.ome_zarr import CHUNK_SIZE, shard_shape
+from spora_sd.io.images import CHUNK_SIZE, shard_shape
 
 SIZES = {
     True: {"n_tissues": 2, "n_channels": 3, "size": 300, "n_cells": 50, "repeat": 1},

@@ -29,7 +29,7 @@ CELL_TYPES = ["B cell", "T cell", "macrophage", "fibroblast", "endothelial cell"
 
 def _cohort(quick: bool):
     from spora_sd import layout
-    from spora_sd.tables import write_table
+    from spora_sd.io.tables import write_table
 
     p = SIZES[quick]
     root = WORK / ("quick" if quick else "full") / NAME
@@ -75,7 +75,7 @@ def _cohort(quick: bool):
 
 def run(quick: bool) -> list[Result]:
     from spora_sd import open_cohort
-    from spora_sd.cell_table import build_cell_table
+    from spora_sd.convert.cell_table import build_cell_table
 
     p = SIZES[quick]
     cohort = open_cohort(_cohort(quick))

@@ -35,7 +35,8 @@ import numpy as np
 import zarr
 from common import WORK, Result, synthetic_cohort, timed
 
-from spora_sd import naming, open_cohort, to_spatialdata
+from spora_sd import open_cohort, to_spatialdata
+from spora_sd.convert import element_names
 from spora_sd.ml import TileDataset, collate
 
 SIZES = {
@@ -72,7 +73,10 @@ def _spatialdata_copy(cohort_path: Path, tissue_id: str, quick: bool):
             shutil.rmtree(path)
         to_spatialdata(cohort_path, tissues=[tissue_id], modalities=["imc"], tissue_metadata=None).write(path)
     sdata = sd.read_zarr(path)
-    for name in (naming.image_name(tissue_id, "imc"), naming.labels_name(tissue_id, naming.CELLS_LABELS)):
+    for name in (
+        element_names.image_name(tissue_id, "imc"),
+        element_names.labels_name(tissue_id, element_names.CELLS_LABELS),
+    ):
         # ImageTilesDataset needs one coordinate system shared by labels and image; pixels = units.
         set_transformation(sdata[name], Identity(), to_coordinate_system="global")
     return sdata
@@ -83,7 +87,10 @@ def _cell_centred(cohort_path: Path, quick: bool) -> Result:
 
     cohort = open_cohort(cohort_path)
     tissue_id = cohort.tissue_ids("imc")[0]
-    labels, image = naming.labels_name(tissue_id, naming.CELLS_LABELS), naming.image_name(tissue_id, "imc")
+    labels, image = (
+        element_names.labels_name(tissue_id, element_names.CELLS_LABELS),
+        element_names.image_name(tissue_id, "imc"),
+    )
     sdata = _spatialdata_copy(cohort_path, tissue_id, quick)
 
     def spora_epoch() -> int:
@@ -101,7 +108,7 @@ def _cell_centred(cohort_path: Path, quick: bool) -> Result:
             regions_to_coordinate_systems={labels: "global"},
             tile_dim_in_units=CELL_TILE,
             rasterize=False,
-            table_name=naming.CELL_TABLE,
+            table_name=element_names.CELL_TABLE,
             return_annotations="cell_type",
         )
 

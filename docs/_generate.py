@@ -17,7 +17,7 @@ def cli_reference() -> str:
     import typer
     import typer.core
 
-    from spora_sd.cli import app
+    from spora_sd.cli.app import app
 
     typer.core.HAS_RICH = False  # plain click help text (rich would print to the terminal instead)
     root = typer.main.get_command(app)
@@ -35,9 +35,9 @@ def cli_reference() -> str:
 
 
 def generate(out: Path) -> None:
-    from spora_sd.table_schema import RULES as TABLE_RULES
-    from spora_sd.table_schema import SCHEMA_KINDS, load_schema, schema_markdown
-    from spora_sd.validator import RULES as STRUCTURE_RULES
+    from spora_sd.layout.schemas import RULES as TABLE_RULES
+    from spora_sd.layout.schemas import SCHEMA_KINDS, load_schema, schema_markdown
+    from spora_sd.validation.validator import RULES as STRUCTURE_RULES
 
     parts = ["# Table schemas\n", "Generated from `schemas/*.schema.json`, the files the validator applies.\n"]
     for kind in SCHEMA_KINDS:
@@ -48,4 +48,7 @@ def generate(out: Path) -> None:
     for rules in (STRUCTURE_RULES, TABLE_RULES):
         rows += [f"| `{rule}` | {text} |" for rule, text in sorted(rules.items())]
     _write(out / "cli.md", cli_reference())
-    _write(out / "rules.md", "# Validation rules\n\nEvery problem carries one of these stable ids.\n\n" + "\n".join(rows) + "\n")
+    _write(
+        out / "rules.md",
+        "# Validation rules\n\nEvery problem carries one of these stable ids.\n\n" + "\n".join(rows) + "\n",
+    )

@@ -8,8 +8,9 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-import spora_sd  # noqa: E402
 from _generate import generate  # noqa: E402
+
+import spora_sd  # noqa: E402
 
 project = "spora-sd"
 author = "spora-sd developers"

@@ -22,9 +22,9 @@ import zarr
 from typer.testing import CliRunner
 
 import spora_sd
-from spora_sd.cli import app
-from spora_sd.cohort import open_cohort
+from spora_sd.cli.app import app
 from spora_sd.errors import SporaError
+from spora_sd.io.cohort import open_cohort
 from spora_sd.layout import CohortPaths
 
 DATASET = "corpus2025base"

@@ -13,23 +13,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from spora_sd._version import __version__ as __version__
 
 # name -> module that defines it; tests/test_init.py checks this against __all__.
 _LAZY_IMPORTS: dict[str, str] = {
-    "Cohort": "spora_sd.cohort",
-    "open_cohort": "spora_sd.cohort",
-    "validate": "spora_sd.validator",
+    "Cohort": "spora_sd.io.cohort",
+    "open_cohort": "spora_sd.io.cohort",
+    "validate": "spora_sd.validation.validator",
     "ValidationReport": "spora_sd.report",
     "Problem": "spora_sd.report",
-    "make_synthetic_cohort": "spora_sd.synthetic",
-    "to_spatialdata": "spora_sd.to_sdata",
-    "from_spatialdata": "spora_sd.from_sdata",
-    "compute_cell_intensities": "spora_sd.intensities",
-    "compute_standardization": "spora_sd.standardization",
-    "compute_tiling": "spora_sd.tiling",
-    "resolve_cohort": "spora_sd.registry",
-    "cohorts": "spora_sd.registry",
+    "make_synthetic_cohort": "spora_sd.datasets.synthetic",
+    "to_spatialdata": "spora_sd.convert.to_spatialdata",
+    "from_spatialdata": "spora_sd.convert.from_spatialdata",
+    "compute_cell_intensities": "spora_sd.stats.intensities",
+    "compute_standardization": "spora_sd.stats.standardization",
+    "compute_tiling": "spora_sd.stats.tiling",
+    "resolve_cohort": "spora_sd.datasets.registry",
+    "cohorts": "spora_sd.datasets.registry",
     "SporaError": "spora_sd.errors",
     "CohortFormatError": "spora_sd.errors",
     "CohortNotFoundError": "spora_sd.errors",
@@ -57,17 +57,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static imports for type checkers and IDEs
-    from .cohort import Cohort, open_cohort
-    from .errors import CohortFormatError, CohortNotFoundError, LayoutNameError, SporaError
-    from .from_sdata import from_spatialdata
-    from .intensities import compute_cell_intensities
-    from .registry import cohorts, resolve_cohort
-    from .report import Problem, ValidationReport
-    from .standardization import compute_standardization
-    from .synthetic import make_synthetic_cohort
-    from .tiling import compute_tiling
-    from .to_sdata import to_spatialdata
-    from .validator import validate
+    from spora_sd.convert.from_spatialdata import from_spatialdata
+    from spora_sd.convert.to_spatialdata import to_spatialdata
+    from spora_sd.datasets.registry import cohorts, resolve_cohort
+    from spora_sd.datasets.synthetic import make_synthetic_cohort
+    from spora_sd.errors import CohortFormatError, CohortNotFoundError, LayoutNameError, SporaError
+    from spora_sd.io.cohort import Cohort, open_cohort
+    from spora_sd.report import Problem, ValidationReport
+    from spora_sd.stats.intensities import compute_cell_intensities
+    from spora_sd.stats.standardization import compute_standardization
+    from spora_sd.stats.tiling import compute_tiling
+    from spora_sd.validation.validator import validate
 
 
 def __getattr__(name: str) -> Any:

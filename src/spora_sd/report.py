@@ -114,7 +114,7 @@ class ValidationReport:
 
     def raise_if_invalid(self) -> None:
         """Raise :class:`~spora_sd.errors.CohortFormatError` for the first error, listing all of them."""
-        from .errors import CohortFormatError
+        from spora_sd.errors import CohortFormatError
 
         if self.ok:
             return

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spora_sd.cli import app
+from spora_sd.cli.app import app
 
 runner = CliRunner()
 
@@ -15,9 +15,10 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich wraps to the terminal's width (80 columns without a terminal): keep rows on one line."""
-    from spora_sd import cli_lamin
 
-    monkeypatch.setattr(cli_lamin.console, "width", 250)
+    from spora_sd.cli import errors
+
+    monkeypatch.setattr(errors.console, "width", 250)
 
 
 @pytest.fixture

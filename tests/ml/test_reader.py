@@ -13,8 +13,8 @@ from zarr.abc.store import RangeByteRequest, Store
 from zarr.storage import LocalStore, WrapperStore
 
 from spora_sd.errors import CohortFormatError
+from spora_sd.io.images import write_image
 from spora_sd.ml.reader import ArraySource, TileReader, ZarrSource
-from spora_sd.ome_zarr import write_image
 
 # Reads recorded by CountingStore, as (key, byte range) pairs; reset by each test.
 READS: list[tuple[str, object]] = []

@@ -11,7 +11,7 @@ import spatialdata as sd
 from spatialdata.models import Image2DModel
 
 import spora_sd
-from spora_sd import naming
+from spora_sd.convert import element_names
 from spora_sd.errors import CohortNotFoundError
 from spora_sd.ml import Standardizer, TileDataset
 
@@ -29,7 +29,7 @@ def sdata(cohort: spora_sd.Cohort) -> sd.SpatialData:
 @pytest.fixture(scope="module")
 def sdata_on_disk(cohort: spora_sd.Cohort, tmp_path_factory: pytest.TempPathFactory) -> sd.SpatialData:
     """Written with spatialdata and read back: images are dask arrays over spatialdata's own Zarr store."""
-    from spora_sd.to_sdata import write_spatialdata
+    from spora_sd.convert.to_spatialdata import write_spatialdata
 
     path = tmp_path_factory.mktemp("ml_sdata") / "cohort.zarr"
     one = cohort.tissue_ids("imc")[-1]  # the tissue that lacks a channel
@@ -63,7 +63,9 @@ def test_from_spatialdata_equals_the_cohort_path(
         "labels": ("split", "grade"),
         "channels": "qc",
         "numpy": True,
-        "tissues": [naming.parse_element_name(name).tissue_id for name in sdata.images if name.endswith("__imc")],
+        "tissues": [
+            element_names.parse_element_name(name).tissue_id for name in sdata.images if name.endswith("__imc")
+        ],
     }
     from_cohort = TileDataset(cohort, **options)
     from_sdata = TileDataset.from_spatialdata(sdata, **options)
@@ -85,7 +87,7 @@ def test_from_spatialdata_in_memory_without_tables(cohort: spora_sd.Cohort) -> N
     pixels = np.asarray(cohort.image(tid, "imc"))
     image = Image2DModel.parse(pixels, dims=("c", "y", "x"), c_coords=cohort.tissue_channels(tid, "imc"))
     ds = TileDataset.from_spatialdata(
-        sd.SpatialData(images={naming.image_name(tid, "imc"): image}), tile_size=32, strategy="grid", numpy=True
+        sd.SpatialData(images={element_names.image_name(tid, "imc"): image}), tile_size=32, strategy="grid", numpy=True
     )
     assert ds.panel == cohort.tissue_channels(tid, "imc")
     height, width = pixels.shape[1:]
@@ -96,6 +98,10 @@ def test_from_spatialdata_in_memory_without_tables(cohort: spora_sd.Cohort) -> N
     expected[:, : window.shape[1], : window.shape[2]] = window
     np.testing.assert_array_equal(item["image"], expected)
     with pytest.raises(CohortNotFoundError, match="__cells"):
-        TileDataset.from_spatialdata(sd.SpatialData(images={naming.image_name(tid, "imc"): image}), masks=("cells",))
+        TileDataset.from_spatialdata(
+            sd.SpatialData(images={element_names.image_name(tid, "imc"): image}), masks=("cells",)
+        )
     with pytest.raises(CohortNotFoundError, match="__codex"):
-        TileDataset.from_spatialdata(sd.SpatialData(images={naming.image_name(tid, "imc"): image}), modality="codex")
+        TileDataset.from_spatialdata(
+            sd.SpatialData(images={element_names.image_name(tid, "imc"): image}), modality="codex"
+        )

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from spora_sd.ml.standardize import Standardizer, parse_standardization, standardize_channels
-from spora_sd.standardization import standardize
+from spora_sd.stats.standardization import standardize
 
 PANEL = ["A", "B", "C", "D", "E", "F"]
 

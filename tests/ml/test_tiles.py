@@ -15,7 +15,7 @@ import zarr
 
 import spora_sd
 from spora_sd.errors import CohortNotFoundError
-from spora_sd.masks import read_mask
+from spora_sd.io.masks import read_mask
 from spora_sd.ml import TileDataset, collate
 from spora_sd.ml.tiles import cell_centres
 
@@ -94,7 +94,7 @@ def test_standardized_tiles_match_numpy_on_the_stored_statistics(
 
 
 def test_lower_quantiles_are_used_when_stored(cohort_copy: Path) -> None:
-    from spora_sd.standardization import compute_standardization
+    from spora_sd.stats.standardization import compute_standardization
 
     folder = compute_standardization(cohort_copy, "imc", "quantile_clipping", upper_quantile=0.99, lower_quantile=0.2)
     lower = pd.read_parquet(folder / "image_level_lower_quantiles.parquet")

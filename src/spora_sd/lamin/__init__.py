@@ -43,22 +43,22 @@ _LAZY_IMPORTS: dict[str, str] = {
 __all__ = sorted(_LAZY_IMPORTS)
 
 if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a re-export)
-    from .instance import current_instance as current_instance
-    from .instance import init_instance as init_instance
-    from .ontologies import AmbiguousTermError as AmbiguousTermError
-    from .ontologies import Term as Term
-    from .ontologies import TermNotFoundError as TermNotFoundError
-    from .ontologies import resolve_term as resolve_term
-    from .ontologies import setup_ontologies as setup_ontologies
-    from .query import ArtifactNotFoundError as ArtifactNotFoundError
-    from .query import export as export
-    from .query import get_artifact as get_artifact
-    from .query import load as load
-    from .query import search as search
-    from .registration import MetadataError as MetadataError
-    from .registration import register as register
-    from .schema import spora_schema as spora_schema
-    from .walkthrough import demo as demo
+    from spora_sd.lamin.instance import current_instance as current_instance
+    from spora_sd.lamin.instance import init_instance as init_instance
+    from spora_sd.lamin.ontologies import AmbiguousTermError as AmbiguousTermError
+    from spora_sd.lamin.ontologies import Term as Term
+    from spora_sd.lamin.ontologies import TermNotFoundError as TermNotFoundError
+    from spora_sd.lamin.ontologies import resolve_term as resolve_term
+    from spora_sd.lamin.ontologies import setup_ontologies as setup_ontologies
+    from spora_sd.lamin.query import ArtifactNotFoundError as ArtifactNotFoundError
+    from spora_sd.lamin.query import export as export
+    from spora_sd.lamin.query import get_artifact as get_artifact
+    from spora_sd.lamin.query import load as load
+    from spora_sd.lamin.query import search as search
+    from spora_sd.lamin.registration import MetadataError as MetadataError
+    from spora_sd.lamin.registration import register as register
+    from spora_sd.lamin.schema import spora_schema as spora_schema
+    from spora_sd.lamin.walkthrough import demo as demo
 
 
 def __getattr__(name: str) -> Any:

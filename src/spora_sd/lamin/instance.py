@@ -23,8 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from spora_sd.errors import SporaError
-
-from .ontologies import setup_ontologies
+from spora_sd.lamin.ontologies import setup_ontologies
 
 __all__ = ["current_instance", "init_instance", "quiet"]
 

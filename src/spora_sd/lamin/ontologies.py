@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pandas as pd
 
 from spora_sd.errors import SporaError
-from spora_sd.ontology_files import ontology_frame, ontology_version
+from spora_sd.ontologies.files import ontology_frame, ontology_version
 
 if TYPE_CHECKING:
     from lamindb.models import SQLRecord

@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from spora_sd.errors import SporaError
-
-from .ontologies import TermNotFoundError, registry, resolve_term
-from .registration import KEY_PREFIX, artifact_key
+from spora_sd.lamin.ontologies import TermNotFoundError, registry, resolve_term
+from spora_sd.lamin.registration import KEY_PREFIX, artifact_key
 
 if TYPE_CHECKING:
     import lamindb as ln

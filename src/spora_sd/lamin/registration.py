@@ -4,7 +4,7 @@ The flow of :func:`register`:
 
 1. cohort path or name -> ``spora_sd.to_spatialdata`` (a SpatialData is taken as given);
 2. ``sdata.attrs["bio"]``/``["tech"]`` are completed from the arguments, the cohort registry
-   (:mod:`spora_sd.registry`) or the modalities, and every term (name, synonym or ontology id) is
+   (:mod:`spora_sd.datasets.registry`) or the modalities, and every term (name, synonym or ontology id) is
    resolved against the offline ontologies. An unknown term stops here, before anything is saved;
 3. ``ln.Artifact.from_spatialdata(..., key="spora/<dataset>.zarr")`` writes the store to the cache
    and hashes it: the same content returns the existing artifact, changed content becomes a new
@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from spora_sd.convert.element_names import ATTRS_KEY, CELL_TABLE, TISSUE_TABLE
 from spora_sd.errors import SporaError
-from spora_sd.naming import ATTRS_KEY, CELL_TABLE, TISSUE_TABLE
-
-from .instance import quiet
-from .ontologies import Term, assay_for_modality, resolve_term
-from .schema import CELL_TYPE_COLUMNS, SLOT_OBS, spora_schema
+from spora_sd.lamin.instance import quiet
+from spora_sd.lamin.ontologies import Term, assay_for_modality, resolve_term
+from spora_sd.lamin.schema import CELL_TYPE_COLUMNS, SLOT_OBS, spora_schema
 
 if TYPE_CHECKING:
     import lamindb as ln
@@ -85,7 +84,7 @@ def _as_spatialdata(cohort: Any) -> tuple[SpatialData, str | None]:
     if not isinstance(cohort, str | os.PathLike):
         raise TypeError(f"register() takes a cohort path, a cohort name or a SpatialData, not {type(cohort).__name__}")
     from spora_sd import to_spatialdata
-    from spora_sd.registry import resolve_cohort
+    from spora_sd.datasets.registry import resolve_cohort
 
     path = resolve_cohort(cohort)
     started = time.perf_counter()
@@ -95,7 +94,7 @@ def _as_spatialdata(cohort: Any) -> tuple[SpatialData, str | None]:
 
 
 def _registry_entry(dataset: str | None) -> Any:
-    from spora_sd.registry import cohort_info
+    from spora_sd.datasets.registry import cohort_info
 
     if dataset is None:
         return None
@@ -327,7 +326,7 @@ def _validated_curator(view: SpatialData, features: dict[str, Any]) -> Any:
 def _transform() -> ln.Transform:
     import lamindb as ln
 
-    from spora_sd import __version__
+    from spora_sd._version import __version__
 
     latest = ln.Transform.filter(key=TRANSFORM_KEY, is_latest=True).one_or_none()
     if latest is not None and latest.version_tag == __version__:

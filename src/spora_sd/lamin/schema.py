@@ -29,10 +29,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from spora_sd.convert.element_names import CELL_TABLE
 from spora_sd.errors import SporaError
-from spora_sd.naming import CELL_TABLE
-
-from .instance import quiet
+from spora_sd.lamin.instance import quiet
 
 if TYPE_CHECKING:
     import lamindb as ln

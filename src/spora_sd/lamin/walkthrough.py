@@ -47,10 +47,9 @@ def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[st
         demo("spora-demo/demo2025synthetic", "spora-demo/lamin")
     """
     from spora_sd import to_spatialdata
-
-    from .instance import init_instance
-    from .query import load, search
-    from .registration import missing_fields, register
+    from spora_sd.lamin.instance import init_instance
+    from spora_sd.lamin.query import load, search
+    from spora_sd.lamin.registration import missing_fields, register
 
     slug = init_instance(Path(instance_dir), name="spora-demo")
     sdata = to_spatialdata(cohort_path)

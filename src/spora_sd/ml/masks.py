@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from spora_sd.masks import read_mask
+from spora_sd.io.masks import read_mask
 
 __all__ = ["MaskCache", "MaskRef", "crop_padded"]
 

@@ -66,7 +66,7 @@ class ZarrSource:
     Examples
     --------
     >>> import numpy as np, tempfile, pathlib, pickle
-    >>> from spora_sd.ome_zarr import write_image
+    >>> from spora_sd.io.images import write_image
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "x_abcdefgh_0000.ome.zarr"
     >>> _ = write_image(path, np.ones((2, 300, 300), "uint16"), mpp=1.0, channel_names=["A", "B"])
     >>> source = pickle.loads(pickle.dumps(ZarrSource(path / "0")))

@@ -8,7 +8,7 @@ For channel ``c`` of tissue ``t``, with ``upper`` from ``image_level_upper_quant
 2. ``quantile_clipping``: ``y = (x - lower) / (upper - lower)``; ``quantile_clipping_log1p``: ``y = log1p(x)``;
 3. z-score (when asked): ``y = (y - mean) / std``.
 
-These are the formulas that :func:`spora_sd.standardization.compute_standardization` documents and
+These are the formulas that :func:`spora_sd.stats.standardization.compute_standardization` documents and
 computes its statistics for. A channel is dropped for a tissue when one of the statistics it needs is
 NaN or infinite, when ``upper <= lower`` (a zero range, e.g. ``upper`` is 0) or, with the z-score, when
 ``std`` is 0: the tile then has fewer channels, and ``channel_present`` says which.
@@ -37,7 +37,7 @@ from spora_sd import layout
 from spora_sd.errors import CohortFormatError
 
 if TYPE_CHECKING:
-    from spora_sd.cohort import Cohort
+    from spora_sd.io.cohort import Cohort
 
 __all__ = ["Standardizer", "parse_standardization", "standardize_channels"]
 
@@ -213,7 +213,7 @@ class Standardizer:
         Parameters
         ----------
         cohort
-            A cohort path or :class:`~spora_sd.cohort.Cohort`.
+            A cohort path or :class:`~spora_sd.io.cohort.Cohort`.
         modality
             A multiplex modality.
         standardization
@@ -230,7 +230,7 @@ class Standardizer:
         >>> Standardizer.from_cohort(root, "imc", "quantile_clipping/uq_0.99").method
         'quantile_clipping'
         """
-        from spora_sd.cohort import open_cohort
+        from spora_sd.io.cohort import open_cohort
 
         cohort = open_cohort(cohort)
         if not layout.is_multiplex(modality):

@@ -50,15 +50,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from spora_sd import layout, naming
+from spora_sd import layout
+from spora_sd.convert import element_names
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.io.images import CHUNK_SIZE
 from spora_sd.ml.masks import MaskCache, MaskRef, crop_padded
 from spora_sd.ml.reader import DEFAULT_CACHE_BYTES, ArraySource, TileReader, ZarrSource
 from spora_sd.ml.standardize import Standardizer
-from spora_sd.ome_zarr import CHUNK_SIZE
 
 if TYPE_CHECKING:
-    from spora_sd.cohort import Cohort
+    from spora_sd.io.cohort import Cohort
 
 try:  # torch is optional: without it, items are numpy arrays and the dataset is a plain class
     import torch
@@ -71,8 +72,8 @@ __all__ = ["TileDataset", "cell_centres"]
 
 logger = logging.getLogger(__name__)
 
-CELLS = naming.CELLS_LABELS
-TISSUE = naming.TISSUE_LABELS
+CELLS = element_names.CELLS_LABELS
+TISSUE = element_names.TISSUE_LABELS
 DEFAULT_STANDARDIZATION = "quantile_clipping_log1p/uq_0.99"
 
 
@@ -140,7 +141,8 @@ class TileDataset(_DatasetBase):
     Parameters
     ----------
     cohort
-        The cohort folder or an opened :class:`~spora_sd.cohort.Cohort`.
+        A cohort folder, dataset key, alias, or an opened :class:`~spora_sd.io.cohort.Cohort`
+        (anything :func:`spora_sd.open_cohort` accepts).
     modality
         ``"imc"``, ``"codex"``, ``"he"``, ... (one of the cohort's modalities).
     resolution
@@ -210,7 +212,7 @@ class TileDataset(_DatasetBase):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         numpy: bool = False,
     ) -> None:
-        from spora_sd.cohort import open_cohort
+        from spora_sd.io.cohort import open_cohort
 
         cohort = open_cohort(cohort)
         layout.check_modality(modality)
@@ -315,7 +317,7 @@ class TileDataset(_DatasetBase):
 
         Images are the elements named ``<tissue_id>__<modality>`` (channel names from their ``c``
         coordinates), masks the labels ``<tissue_id>__cells``, ``<tissue_id>__tissue`` and
-        ``<tissue_id>__<task>`` (see :mod:`spora_sd.naming`). The panel (with ``qc_pass`` and ``uniprot_id``)
+        ``<tissue_id>__<task>`` (see :mod:`spora_sd.convert.element_names`). The panel (with ``qc_pass`` and ``uniprot_id``)
         is ``channels.parquet`` as ``to_spatialdata`` stores it in ``sdata.attrs["spora"]``, else the ``var``
         of the cell table, else the images' channels. Tissue labels and ``split`` come from the ``tissues``
         table. The grid is computed from the tissue
@@ -360,7 +362,7 @@ class TileDataset(_DatasetBase):
             missing = [m for m in required if m not in source.masks]
             if missing:
                 raise CohortNotFoundError(
-                    f"labels element {naming.labels_name(tissue_id, missing[0])!r} not found in the SpatialData object"
+                    f"labels element {element_names.labels_name(tissue_id, missing[0])!r} not found in the SpatialData object"
                 )
             source.masks = {m: source.masks[m] for m in dict.fromkeys([*required, TISSUE]) if m in source.masks}
             selected.append(source)
@@ -440,7 +442,7 @@ class TileDataset(_DatasetBase):
             elif name == TISSUE:
                 path = cohort.paths.tissue_mask(mpp, tissue_id)
             else:
-                path = cohort.paths.semantic_mask(mpp, naming.check_task_name(name), tissue_id)
+                path = cohort.paths.semantic_mask(mpp, element_names.check_task_name(name), tissue_id)
             if path.is_file():
                 out[name] = MaskRef(key=str(path), path=str(path))
             elif name in masks:
@@ -567,7 +569,7 @@ class TileDataset(_DatasetBase):
         self._set_tiles(order[perm], table["row"].to_numpy()[perm], table["col"].to_numpy()[perm], None)
 
     def _tiles_from_grid(self, strategy: str, min_tissue: float) -> None:
-        from spora_sd.tiling import STRATEGIES, tile_starts, tile_tissue_fraction
+        from spora_sd.stats.tiling import STRATEGIES, tile_starts, tile_tissue_fraction
 
         if strategy not in STRATEGIES:
             raise CohortNotFoundError(
@@ -713,26 +715,26 @@ class TileDataset(_DatasetBase):
 
 def _uniprot_pattern() -> str:
     """The UniProt accession pattern of the channels schema (one definition for validator and reader)."""
-    from spora_sd.table_schema import load_schema
+    from spora_sd.layout.schemas import load_schema
 
     # The schema also allows the empty string ("no accession"), which must not count as one here.
     return load_schema("channels")["properties"]["uniprot_id"]["pattern"].removeprefix("^$|")
 
 
 def _spatialdata_sources(sdata: Any, modality: str) -> tuple[list[_TissueSource], pd.DataFrame, pd.DataFrame | None]:
-    """Tissues, channel table and tissue table of a SpatialData object named as :mod:`spora_sd.naming` says."""
+    """Tissues, channel table and tissue table of a SpatialData object named as :mod:`spora_sd.convert.element_names` says."""
     images: dict[str, Any] = {}
     label_refs: dict[str, dict[str, MaskRef]] = {}
     for name in sdata.images:
         try:
-            parsed = naming.parse_element_name(name)
+            parsed = element_names.parse_element_name(name)
         except ValueError:
             continue
         if parsed.kind == "image" and parsed.part == modality:
             images[parsed.tissue_id] = sdata.images[name]
     for name in sdata.labels:
         try:
-            parsed = naming.parse_element_name(name)
+            parsed = element_names.parse_element_name(name)
         except ValueError:
             continue
         label_refs.setdefault(parsed.tissue_id, {})[parsed.part] = MaskRef(
@@ -747,7 +749,7 @@ def _spatialdata_sources(sdata: Any, modality: str) -> tuple[list[_TissueSource]
         sources.append(
             _TissueSource(
                 tissue_id=tissue_id,
-                image=ArraySource(array.data, key=f"images/{naming.image_name(tissue_id, modality)}"),
+                image=ArraySource(array.data, key=f"images/{element_names.image_name(tissue_id, modality)}"),
                 channel_names=names,
                 masks=label_refs.get(tissue_id, {}),
             )
@@ -762,21 +764,21 @@ def _spatialdata_sources(sdata: Any, modality: str) -> tuple[list[_TissueSource]
             f"image channel {unknown[0]!r} is not in the {modality!r} channel table of the SpatialData object"
         )
     tissue_table = None
-    if naming.TISSUE_TABLE in tables:
-        tissue_table = _tissue_frame(tables[naming.TISSUE_TABLE])
+    if element_names.TISSUE_TABLE in tables:
+        tissue_table = _tissue_frame(tables[element_names.TISSUE_TABLE])
     return sources, channel_table, tissue_table
 
 
 def _spatialdata_channels(sdata: Any, modality: str) -> pd.DataFrame | None:
     """The modality's ``channels.parquet`` as :func:`spora_sd.to_spatialdata` stores it (attrs), else the
     ``var`` of the cell table, else ``None`` (the images' own channels then make the panel)."""
-    spora = getattr(sdata, "attrs", {}).get(naming.ATTRS_KEY) or {}
+    spora = getattr(sdata, "attrs", {}).get(element_names.ATTRS_KEY) or {}
     records = (spora.get("channels") or {}).get(modality, {}).get("records")
     if records:
         return pd.DataFrame.from_records(records)
     tables = getattr(sdata, "tables", {})
-    if layout.is_multiplex(modality) and naming.CELL_TABLE in tables:
-        var = tables[naming.CELL_TABLE].var
+    if layout.is_multiplex(modality) and element_names.CELL_TABLE in tables:
+        var = tables[element_names.CELL_TABLE].var
         table = var.reset_index(drop=True)
         table.insert(0, "channel_name", var.index.astype(str))
         return table

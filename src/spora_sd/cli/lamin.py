@@ -1,0 +1,135 @@
+"""LaminDB commands of the ``spora-sd`` command line.
+
+``lamin_app`` is mounted as ``spora-sd lamin`` (``init``, ``register``, ``search``, ``load``,
+``export``); :mod:`spora_sd.cli.app` also mounts ``register``, ``search`` and ``load`` at the top level.
+Every command works on the current LaminDB instance: the one ``spora-sd lamin init DIR`` created or
+connected last (or ``lamin connect``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from spora_sd.cli.errors import console, handle_errors
+
+__all__ = ["export_cmd", "init_cmd", "lamin_app", "load_cmd", "register_cmd", "search_cmd"]
+
+
+lamin_app = typer.Typer(
+    name="lamin",
+    help="Register cohorts in LaminDB with ontology labels, find them by tissue/disease/assay, load them.",
+    no_args_is_help=True,
+)
+
+_TERM_HELP = "a name, a synonym or an ontology id"
+
+
+@lamin_app.command("init")
+@handle_errors
+def init_cmd(
+    storage: Annotated[Path, typer.Argument(help="Storage folder of the instance (created if missing).")],
+    db: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL, e.g. postgresql://user@127.0.0.1:5432/spora; default SQLite.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Instance name; default the storage folder's name.")] = None,
+) -> None:
+    """Create a LaminDB instance with bionty and the offline ontologies (or connect to an existing one).
+
+    → Python: ``spora_sd.lamin.init_instance(storage, db=db)``
+    """
+    from spora_sd.lamin import init_instance, setup_ontologies
+
+    slug = init_instance(storage, db=db, name=name, ontologies=False)
+    sources = setup_ontologies()
+    console.print(f"instance [bold]{slug}[/] ready (storage {Path(storage).expanduser().resolve()})")
+    for field, source in sources.items():
+        console.print(f"  {field:<10} {source.name} {source.version}")
+
+
+@handle_errors
+def register_cmd(
+    cohort: Annotated[str, typer.Argument(help="Cohort folder, or a cohort name of the registry (jackson2020).")],
+    key: Annotated[str | None, typer.Option(help="Artifact key; default spora/<dataset>.zarr.")] = None,
+    tissue: Annotated[str | None, typer.Option(help=f"Tissue: {_TERM_HELP} (UBERON).")] = None,
+    disease: Annotated[str | None, typer.Option(help=f"Disease: {_TERM_HELP} (MONDO).")] = None,
+    organism: Annotated[str | None, typer.Option(help=f"Organism: {_TERM_HELP} (NCBITaxon).")] = None,
+    assay: Annotated[str | None, typer.Option(help=f"Assay: {_TERM_HELP} (EFO/OBI).")] = None,
+) -> None:
+    """Register a cohort as a curated SpatialData artifact (same content: nothing new; changed: new version).
+
+    → Python: ``spora_sd.lamin.register(cohort, tissue=..., disease=...)``
+    """
+    from spora_sd.lamin import register
+
+    artifact = register(cohort, key=key, tissue=tissue, disease=disease, organism=organism, assay=assay)
+    tissues = ", ".join(t.name for t in artifact.tissues.all())
+    diseases = ", ".join(d.name for d in artifact.diseases.all())
+    console.print(f"{artifact.key}  uid {artifact.uid}  ({tissues}; {diseases})")
+
+
+@handle_errors
+def search_cmd(
+    tissue: Annotated[str | None, typer.Option(help=f"Tissue: {_TERM_HELP}.")] = None,
+    disease: Annotated[str | None, typer.Option(help=f"Disease: {_TERM_HELP}; descendants match too.")] = None,
+    assay: Annotated[str | None, typer.Option(help=f"Assay: {_TERM_HELP}.")] = None,
+    organism: Annotated[str | None, typer.Option(help=f"Organism: {_TERM_HELP}.")] = None,
+    cell_type: Annotated[str | None, typer.Option(help=f"Cell type: {_TERM_HELP}, or a label kept as ULabel.")] = None,
+    all_versions: Annotated[bool, typer.Option(help="List every version, not only the latest.")] = False,
+) -> None:
+    """Find registered cohorts by biology (ontology descendants included), as a table.
+
+    → Python: ``spora_sd.lamin.search(tissue=..., disease=...)``
+    """
+    from spora_sd.lamin import search
+
+    hits = search(
+        tissue=tissue, disease=disease, assay=assay, organism=organism, cell_type=cell_type, all_versions=all_versions
+    )
+    table = Table(title=f"{len(hits)} registered cohort(s)")
+    for column in hits.columns:
+        table.add_column(column, justify="right" if column.startswith("n_") else "left", overflow="fold")
+    for row in hits.itertuples(index=False):
+        table.add_row(*("" if value is None else str(value) for value in row))
+    console.print(table)
+
+
+@handle_errors
+def load_cmd(
+    ref: Annotated[str, typer.Argument(help="Dataset key, artifact key or uid.")],
+    out: Annotated[Path | None, typer.Option(help="Also write the SpatialData to this .zarr store.")] = None,
+) -> None:
+    """Load a registered cohort as SpatialData and describe it (optionally write it to a Zarr store).
+
+    → Python: ``spora_sd.lamin.load(ref)``
+    """
+    from spora_sd.lamin import load
+
+    sdata = load(ref)
+    console.print(sdata)
+    if out is not None:
+        sdata.write(out)
+        console.print(f"wrote {out}")
+
+
+@handle_errors
+def export_cmd(
+    ref: Annotated[str, typer.Argument(help="Dataset key, artifact key or uid.")],
+    out: Annotated[Path, typer.Argument(help="Cohort folder to write (named after the dataset key).")],
+) -> None:
+    """Write a registered cohort back to a spora cohort folder.
+
+    → Python: ``spora_sd.lamin.export(ref, out)``
+    """
+    from spora_sd.lamin import export
+
+    console.print(f"wrote {export(ref, out)}")
+
+
+lamin_app.command("register")(register_cmd)
+lamin_app.command("search")(search_cmd)
+lamin_app.command("load")(load_cmd)
+lamin_app.command("export")(export_cmd)

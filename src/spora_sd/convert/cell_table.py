@@ -1,0 +1,446 @@
+"""The cell table of a cohort as an :class:`anndata.AnnData` that annotates the instance labels.
+
+Built straight from the pyarrow columns of ``metadata/cells.parquet`` (no pandas frame of the whole
+table is ever made):
+
+- ``X``: mean intensities, cells x channels of the multiplex panels, float32, NaN where a tissue lacks
+  a channel. Stored column-major (Fortran order): every channel is one contiguous copy of its Parquet
+  column, which is several times faster than scattering the columns into a row-major matrix.
+  When ``cells.parquet`` holds no intensity column of a modality, they are computed from the images
+  and the instance masks (:func:`spora_sd.stats.intensities.label_means`).
+- ``var``: ``<modality>/channels.parquet`` indexed by channel name, plus a ``modality`` column.
+- ``obs``: ``region`` (the ``<tissue_id>__cells`` labels element, categorical), ``tissue_id``
+  (categorical), ``cell_id`` (the mask label, integer) and every other column of ``cells.parquet``;
+  strings become categoricals. Optionally the tissue-level columns of ``tissues.parquet``.
+- ``obsm["spatial"]``: cell centroids in micrometers, ``(x, y)`` order, computed from the instance
+  masks one tissue at a time (:func:`spora_sd.stats.intensities.label_centroids`); the centre of pixel
+  ``(i, j)`` is at ``((j + 0.5) * mpp, (i + 0.5) * mpp)``, as in SpatialData's pixel coordinates.
+- rows grouped by region (tissue) and ordered by ``cell_id`` within it, as squidpy expects: when
+  ``cells.parquet`` is already grouped that way its tissue order is kept (no row moves), otherwise
+  the rows are sorted by tissue id and ``cell_id``; the region categories follow the row order. Obs
+  names are ``<tissue_id>__<cell_id>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from anndata import AnnData
+
+from spora_sd.convert import element_names
+from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.io.cohort import Cohort
+from spora_sd.io.masks import read_mask
+from spora_sd.stats.intensities import finest_mask_resolution, image_means, label_centroids
+from spora_sd.stats.parallel import imap_tissues
+
+__all__ = ["build_cell_table", "tissue_level_columns"]
+
+logger = logging.getLogger(__name__)
+
+#: obs columns made by spora-sd (never taken from cells.parquet or tissues.parquet under these names).
+KEY_COLUMNS = ("tissue_id", element_names.INSTANCE_KEY)
+
+
+# --------------------------------------------------------------------------------------------------
+# pyarrow -> numpy / pandas without going through a pandas frame of the whole table
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """One column as a numpy array (a single copy; nulls of floats become NaN)."""
+    if column.num_chunks == 1:
+        return column.chunk(0).to_numpy(zero_copy_only=False)
+    return column.to_numpy()
+
+
+def _copy_column(column: pa.ChunkedArray, out: np.ndarray) -> None:
+    """Copy a numeric column into ``out`` chunk by chunk: one copy, no concatenated intermediate."""
+    start = 0
+    for chunk in column.chunks:
+        stop = start + len(chunk)
+        out[start:stop] = chunk.to_numpy(zero_copy_only=False)
+        start = stop
+
+
+def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Index]:
+    """``(codes, categories)`` of a string or dictionary column; codes are -1 for nulls."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    column = pa.table({"c": column}).unify_dictionaries().column("c")
+    if column.num_chunks == 0:
+        return np.empty(0, dtype=np.int32), pd.Index([], dtype=object)
+    categories = column.chunk(0).dictionary.to_pandas()
+    codes = np.concatenate(
+        [pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    ).astype(np.int32, copy=False)
+    return codes, pd.Index(categories)
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    """A string/dictionary column as a categorical with sorted categories (deterministic across files)."""
+    codes, categories = _dictionary(column)
+    used = np.zeros(len(categories), dtype=bool)
+    used[codes[codes >= 0]] = True
+    kept = np.flatnonzero(used)
+    order = kept[np.argsort(categories[kept].astype(str), kind="stable")]
+    remap = np.full(len(categories), -1, dtype=np.int32)
+    remap[order] = np.arange(len(order), dtype=np.int32)
+    new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+    return pd.Categorical.from_codes(new_codes, categories=categories[order])
+
+
+def _obs_column(column: pa.ChunkedArray) -> Any:
+    """An obs column: strings become categoricals; other types keep what pandas makes of them."""
+    kind = column.type
+    if pa.types.is_dictionary(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return _categorical(column)
+    return column.to_pandas().array
+
+
+# --------------------------------------------------------------------------------------------------
+# per-tissue statistics from the masks
+
+
+@dataclass(frozen=True)
+class _StatsJob:
+    tissue_id: str
+    mask: str
+    mpp: float
+    # ((image path, panel positions of the image's channels into the table's var), ...): modalities
+    # whose intensities cells.parquet lacks
+    images: tuple[tuple[str, tuple[int, ...]], ...]
+    n_vars: int
+
+
+@dataclass(frozen=True)
+class _Stats:
+    xy: np.ndarray  # (max label + 1, 2) centroids in µm, (x, y)
+    means: np.ndarray | None  # (max label + 1, n_vars) or None
+
+
+def _tissue_stats(job: _StatsJob) -> _Stats:
+    mask = read_mask(job.mask)
+    _, cy, cx = label_centroids(mask)
+    xy = np.column_stack([(cx + 0.5) * job.mpp, (cy + 0.5) * job.mpp])
+    means = None
+    if job.images:
+        means = np.full((len(cx), job.n_vars), np.nan)
+        for image_path, positions in job.images:
+            means[:, list(positions)] = image_means(image_path, mask, job.mask, len(positions)).T
+    return _Stats(xy, means)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _unchecked_names() -> contextlib.AbstractContextManager[None]:
+    import anndata
+
+    if hasattr(anndata.settings, "check_uniqueness"):  # anndata >= 0.11
+        return anndata.settings.override(check_uniqueness=False)
+    return contextlib.nullcontext()
+
+
+def tissue_level_columns(tissues: pd.DataFrame) -> list[str]:
+    """Columns of ``tissues.parquet`` that have one value per tissue (the same in every modality row).
+
+    These are the columns that can be joined into the cell table; ``modality``, ``alignment`` and
+    any other column that differs between the rows of one registered tissue are left out.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"tissue_id": ["a", "a"], "modality": ["he", "imc"], "grade": [2, 2]})
+    >>> tissue_level_columns(t)
+    ['grade']
+    """
+    candidates = [c for c in tissues.columns if c not in KEY_COLUMNS and c != element_names.REGION_KEY]
+    if not candidates or tissues.empty:
+        return candidates
+    grouped = tissues.groupby("tissue_id", sort=False, observed=True)[candidates]
+    constant = grouped.nunique(dropna=False).le(1).all()
+    return [c for c in candidates if bool(constant[c])]
+
+
+def _panel_var(cohort: Cohort, modalities: Sequence[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """``var`` (channels tables of ``modalities``, indexed by channel name) and each modality's first column."""
+    frames, offsets, start = [], {}, 0
+    for m in modalities:
+        channels = cohort.channels(m).copy()
+        channels["modality"] = pd.Categorical([m] * len(channels), categories=list(modalities))
+        frames.append(channels)
+        offsets[m] = start
+        start += len(channels)
+    if not frames:
+        return pd.DataFrame(index=pd.Index([], dtype=object)), offsets
+    var = pd.concat(frames, ignore_index=True)
+    var.index = pd.Index(var.pop("channel_name").astype(str).to_numpy())
+    for column in var.columns:
+        # object in pandas 2, "str" in pandas 3
+        if var[column].dtype == object or pd.api.types.is_string_dtype(var[column].dtype):
+            var[column] = var[column].astype("category")
+    return var, offsets
+
+
+def _read_cells(cohort: Cohort, columns: list[str], tissue_ids: list[str] | None) -> pa.Table:
+    path = cohort.paths.cells
+    filters = [("tissue_id", "in", tissue_ids)] if tissue_ids is not None else None
+    try:
+        return pq.read_table(path, columns=columns, filters=filters)
+    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
+        raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
+
+
+def _row_order(codes: np.ndarray, cell_ids: np.ndarray, path: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """The tissues in region order, and the row permutation (``None``: the rows are in order already).
+
+    When ``cells.parquet`` holds each tissue's cells together and in increasing ``cell_id`` (as
+    writers produce it), its own tissue order is kept and no row moves; otherwise the rows are sorted
+    by tissue id (``codes`` follow the sorted ids) and ``cell_id``. Duplicate keys are refused.
+    """
+    if len(codes) == 0:
+        return np.empty(0, dtype=np.int64), None
+    starts = np.flatnonzero(np.diff(codes)) + 1
+    runs = codes[np.r_[0, starts]]
+    same_tissue = np.diff(codes) == 0
+    increasing = bool(np.all(np.diff(cell_ids)[same_tissue] > 0))
+    if increasing and np.bincount(runs).max() == 1:
+        return runs, None
+    order = np.lexsort((cell_ids, codes))
+    duplicated = (np.diff(codes[order]) == 0) & (np.diff(cell_ids[order]) == 0)
+    if duplicated.any():
+        cell = cell_ids[order][int(np.flatnonzero(duplicated)[0])]
+        raise CohortFormatError(path, "table.key.duplicate", f"(tissue_id, cell_id) is duplicated, e.g. cell_id {cell}")
+    return np.unique(codes), order
+
+
+def _join_tissue_columns(obs: dict[str, Any], tissues: pd.DataFrame, order: list[str], codes: np.ndarray) -> None:
+    """Broadcast the tissue-level columns of ``tissues`` to the cells (by tissue code, no merge)."""
+    per_tissue = tissues.drop_duplicates("tissue_id").set_index("tissue_id")
+    for name in tissue_level_columns(tissues):
+        if name in obs:
+            logger.info("tissue column %r not joined: the cell table already has a column of that name", name)
+            continue
+        column = per_tissue[name].reindex(order)
+        if (
+            isinstance(column.dtype, pd.CategoricalDtype)
+            or pd.api.types.is_object_dtype(column.dtype)
+            or (pd.api.types.is_string_dtype(column.dtype))
+        ):
+            # from a numpy array, string categories get pandas' default string dtype (as anndata reads them)
+            categories = pd.Categorical(column.astype(object).to_numpy())
+            obs[name] = pd.Categorical.from_codes(categories.codes[codes], categories=categories.categories)
+        else:
+            obs[name] = column.array.take(codes)
+
+
+def build_cell_table(
+    cohort: Cohort,
+    *,
+    tissue_ids: Sequence[str],
+    modalities: Sequence[str],
+    mask_resolution: float | None = None,
+    tissues: pd.DataFrame | None = None,
+    spatial: bool = True,
+    progress: bool = False,
+) -> AnnData:
+    """The cell table of ``tissue_ids`` as an AnnData annotating the ``<tissue_id>__cells`` labels.
+
+    Parameters
+    ----------
+    cohort
+        The opened cohort; it must have ``metadata/cells.parquet``.
+    tissue_ids
+        Tissues whose cells to keep; the table's regions are ordered like the sorted tissue ids.
+    modalities
+        Multiplex modalities whose panels make up ``var`` (in this order).
+    mask_resolution
+        Resolution (mpp) of the instance masks (default: the finest with segmentations).
+    tissues
+        Rows of ``tissues.parquet`` whose tissue-level columns (:func:`tissue_level_columns`) are
+        joined into ``obs``; ``None`` joins nothing.
+    spatial
+        Compute ``obsm["spatial"]`` from the instance masks (reads every instance mask once).
+    progress
+        Show a progress bar over the tissues.
+
+    Returns
+    -------
+    anndata.AnnData
+        Validated by :class:`spatialdata.models.TableModel`, with ``uns["spatialdata_attrs"]`` set.
+
+    Examples
+    --------
+    >>> import spora_sd, tempfile
+    >>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=2, image_size=64, n_cells=10)
+    >>> cohort = spora_sd.open_cohort(root)
+    >>> t = build_cell_table(cohort, tissue_ids=cohort.tissue_ids(), modalities=["imc"], spatial=False)
+    >>> list(t.obs.columns[:3])
+    ['region', 'tissue_id', 'cell_id']
+    """
+    from spatialdata.models import TableModel
+
+    path = cohort.paths.cells
+    if not path.is_file():
+        raise CohortNotFoundError(f"{path}: this cohort has no cells table")
+    order = sorted(dict.fromkeys(tissue_ids))
+    position = {t: i for i, t in enumerate(order)}
+    var, offsets = _panel_var(cohort, modalities)
+    var_names = list(var.index)
+    present = set(cohort.cell_columns)
+    missing = [c for c in KEY_COLUMNS if c not in present]
+    if missing:
+        raise CohortFormatError(path, "table.column.missing", f"columns {missing} are missing")
+    panels = {c for m in cohort.multiplex_modalities for c in cohort.panel(m)}
+    obs_columns = [
+        c
+        for c in cohort.cell_columns
+        # "__index_level_0__": a pandas index that pyarrow stored as a column, not data
+        if c not in (*KEY_COLUMNS, element_names.REGION_KEY) and c not in panels and not c.startswith("__index_level_")
+    ]
+    stored = [c for c in dict.fromkeys(var_names) if c in present]
+    subset = order if set(order) != set(cohort.tissue_ids()) else None
+    table = _read_cells(cohort, [*KEY_COLUMNS, *obs_columns, *stored], subset)
+
+    # rows: the selected tissues, ordered by tissue and then cell_id
+    codes, dictionary = _dictionary(table.column("tissue_id"))
+    lookup = np.array([position.get(str(t), -1) for t in dictionary], dtype=np.int32)
+    tissue_codes = lookup[codes] if len(lookup) else codes
+    cell_column = table.column(element_names.INSTANCE_KEY)
+    if cell_column.null_count:
+        raise CohortFormatError(path, "table.column.null", f"{element_names.INSTANCE_KEY} has missing values")
+    cell_ids = _numpy(cell_column)
+    rows: np.ndarray | None = None
+    if (tissue_codes < 0).any():
+        unknown = sorted({str(dictionary[c]) for c in np.unique(codes[tissue_codes < 0])})
+        logger.warning(
+            "%s: ignoring the cells of %d tissue(s) not in tissues.parquet: %s", path, len(unknown), unknown[:5]
+        )
+        rows = np.flatnonzero(tissue_codes >= 0)
+        tissue_codes, cell_ids = tissue_codes[rows], cell_ids[rows]
+    regions, perm = _row_order(tissue_codes, cell_ids, path)
+    if perm is not None:
+        tissue_codes, cell_ids = tissue_codes[perm], cell_ids[perm]
+        rows = perm if rows is None else rows[perm]
+    # Regions are the tissues that have cells, in row order: spatialdata requires the table's region
+    # list to equal the regions present, and squidpy loops over every category of the library key.
+    if len(regions) < len(order):
+        logger.info("%s: %d selected tissue(s) have no cells", path, len(order) - len(regions))
+    remap = np.full(len(order), -1, dtype=np.int32)
+    remap[regions] = np.arange(len(regions), dtype=np.int32)
+    tissue_codes = remap[tissue_codes]
+    order = [order[i] for i in regions]
+
+    def take(values: Any) -> Any:
+        return values if rows is None else values[rows]
+
+    n = len(cell_ids)
+    # X: column-major, so that every channel is one contiguous copy of its Parquet column
+    x = np.empty((n, len(var_names)), dtype=np.float32, order="F")
+    for j, name in enumerate(var_names):
+        if name not in present:
+            x[:, j] = np.nan
+        elif rows is None:
+            _copy_column(table.column(name), x[:, j])
+        else:
+            x[:, j] = _numpy(table.column(name))[rows]
+
+    obs: dict[str, Any] = {
+        element_names.REGION_KEY: pd.Categorical.from_codes(
+            tissue_codes, categories=[element_names.labels_name(t, element_names.CELLS_LABELS) for t in order]
+        ),
+        "tissue_id": pd.Categorical.from_codes(tissue_codes, categories=order),
+        element_names.INSTANCE_KEY: cell_ids,
+    }
+    for name in obs_columns:
+        obs[name] = take(_obs_column(table.column(name)))
+    if tissues is not None:
+        _join_tissue_columns(obs, tissues, order, tissue_codes)
+    del table
+    tissue_strings = pa.DictionaryArray.from_arrays(pa.array(tissue_codes, pa.int32()), pa.array(order, pa.string()))
+    names = pc.binary_join_element_wise(
+        tissue_strings.cast(pa.string()), pc.cast(pa.array(cell_ids), pa.string()), element_names.SEP
+    )
+    # pandas' default string dtype (object in pandas 2, "str" in pandas 3): what anndata reads back
+    obs_frame = pd.DataFrame(obs, index=pd.Index(names.to_pandas()), copy=False)
+
+    # per-tissue statistics from the masks: centroids, and the intensities cells.parquet lacks
+    computed = [m for m in modalities if not any(c in present for c in cohort.panel(m))]
+    obsm: dict[str, np.ndarray] = {}
+    if spatial or computed:
+        mpp = float(mask_resolution) if mask_resolution is not None else finest_mask_resolution(cohort)
+        xy = np.full((n, 2), np.nan, dtype=np.float64)
+        computed_columns = np.array(
+            [offsets[m] + k for m in computed for k in range(len(cohort.panel(m)))], dtype=np.intp
+        )
+        jobs, bounds = _stats_jobs(cohort, order, tissue_codes, mpp, computed, offsets, len(var_names))
+        for i, stats in imap_tissues(_tissue_stats, jobs, progress=progress, description="cells"):
+            lo, hi = bounds[i]
+            ids = cell_ids[lo:hi]
+            inside = (ids > 0) & (ids < len(stats.xy))
+            if not inside.all():
+                logger.warning(
+                    "%s: %d cell(s) of cells.parquet are not in the mask", jobs[i].mask, int((~inside).sum())
+                )
+            where = np.arange(lo, hi)[inside]
+            xy[where] = stats.xy[ids[inside]]
+            if stats.means is not None and len(computed_columns):
+                x[np.ix_(where, computed_columns)] = stats.means[np.ix_(ids[inside], computed_columns)]
+        if spatial:
+            obsm["spatial"] = xy
+    # obs names are unique by construction ((tissue, cell_id) strictly increasing, see _row_order), so
+    # anndata's own check, which hashes every name (seconds for millions of cells), is skipped.
+    with _unchecked_names():
+        adata = AnnData(X=x, obs=obs_frame, var=var, obsm=obsm or None)
+    adata.uns[TableModel.ATTRS_KEY] = {
+        TableModel.REGION_KEY: list(obs[element_names.REGION_KEY].categories),
+        TableModel.REGION_KEY_KEY: element_names.REGION_KEY,
+        TableModel.INSTANCE_KEY: element_names.INSTANCE_KEY,
+    }
+    # TableModel.validate, not .parse: parse re-checks the (tissue, cell_id) uniqueness with a groupby
+    # over every obs column, which _row_order has already guaranteed at a fraction of the cost.
+    TableModel.validate(adata)
+    return adata
+
+
+def _stats_jobs(
+    cohort: Cohort,
+    order: list[str],
+    tissue_codes: np.ndarray,
+    mpp: float,
+    computed: list[str],
+    offsets: dict[str, int],
+    n_vars: int,
+) -> tuple[list[_StatsJob], list[tuple[int, int]]]:
+    """One job per tissue with cells and an instance mask, and the rows of its cells."""
+    bounds = np.searchsorted(tissue_codes, np.arange(len(order) + 1))
+    jobs, starts = [], []
+    for code, tissue_id in enumerate(order):
+        lo, hi = int(bounds[code]), int(bounds[code + 1])
+        if lo == hi:
+            continue
+        mask = cohort.paths.instance_mask(mpp, tissue_id)
+        if not mask.is_file():
+            logger.warning("%s: not found; the cells of %s get no centroid", mask, tissue_id)
+            continue
+        images = []
+        for m in computed:
+            image = cohort.paths.image(m, mpp, tissue_id)
+            if not image.exists():
+                logger.warning("%s: not found; the cells of %s get no %s intensities", image, tissue_id, m)
+                continue
+            panel = {c: k for k, c in enumerate(cohort.panel(m))}
+            positions = tuple(offsets[m] + panel[c] for c in cohort.tissue_channels(tissue_id, m))
+            images.append((str(image), positions))
+        jobs.append(_StatsJob(tissue_id, str(mask), float(mpp), tuple(images), n_vars))
+        starts.append((lo, hi))
+    return jobs, starts

@@ -1,0 +1,404 @@
+"""Build an export plan from the reverse map that :func:`spora_sd.to_spatialdata` stores in ``attrs``.
+
+``sdata.attrs["spora"]`` says which spora file every element came from (``elements``), and how the
+tables were spelled (column order and dtypes of ``tissues.parquet``, ``cells.parquet`` and
+``channels.parquet``, the label encoders). With it the cohort is written back as it was: the same
+tissue ids, files, pixels (bit for bit), and tables (same columns, order and dtypes).
+
+The SpatialData may have been changed in between, and the map is untrusted input like any file:
+
+- only elements that are still in ``sdata`` are written (a subset exports a smaller cohort);
+- every name from the map is checked by :mod:`spora_sd.layout` before it becomes a path;
+- an image's channels are its ``c_coords`` (the map's ``channels_per_tissue`` is not trusted over them);
+- cell-table columns added after the conversion (e.g. cluster labels) are exported too;
+- with another ``dataset`` key than the map's, tissue ids are re-keyed to the new dataset.
+
+Examples
+--------
+>>> import spora_sd, tempfile
+>>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=2, image_size=64, n_cells=10)
+>>> plan = plan_from_reverse_map(spora_sd.to_spatialdata(root), dataset="synthetic2025cohort")
+>>> plan.source, len(plan.tissues)
+('reverse map', 2)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spora_sd import layout
+from spora_sd.convert import element_names
+from spora_sd.convert.plan import (
+    INSTANCES,
+    TISSUE,
+    ExportInputError,
+    ExportPlan,
+    ImageSource,
+    MaskSource,
+    TissuePlan,
+    channel_names,
+    channels_per_tissue_table,
+    channels_table,
+    check_channel_names,
+    element_yx_shape,
+    merge_panels,
+    panel_order,
+)
+
+__all__ = ["has_reverse_map", "plan_from_reverse_map", "reverse_map_extras"]
+
+logger = logging.getLogger(__name__)
+
+_KINDS = {"image", "cells", "tissue", "semantic"}
+
+
+def has_reverse_map(sdata: Any) -> bool:
+    """Whether ``sdata.attrs["spora"]["elements"]`` (the map written by :func:`spora_sd.to_spatialdata`) is there.
+
+    >>> import spatialdata as sd
+    >>> has_reverse_map(sd.SpatialData())
+    False
+    """
+    spora = getattr(sdata, "attrs", {}).get(element_names.ATTRS_KEY)
+    return isinstance(spora, dict) and isinstance(spora.get("elements"), dict)
+
+
+def reverse_map_extras(cohort: Any, spora: dict) -> None:
+    """Add to ``spora`` (``sdata.attrs["spora"]``) what writing the cohort back exactly needs.
+
+    Called by :func:`spora_sd.to_spatialdata`. Adds the category order of the categorical columns of
+    ``cells.parquet`` and ``tissues.parquet`` (``spora["cells"]["categories"]``,
+    ``spora["tissues"]["categories"]``; read from the first row group's dictionary, never the whole
+    column), and ``spora["derived"]``: how the standardization
+    statistics and the tilings were computed, so that :func:`spora_sd.from_spatialdata` computes the
+    same ones.
+
+    Parameters
+    ----------
+    cohort
+        The :class:`~spora_sd.io.cohort.Cohort` being converted.
+    spora
+        The ``attrs["spora"]`` dictionary under construction (modified in place).
+    """
+    for key, path in (("cells", cohort.paths.cells), ("tissues", cohort.paths.tissues)):
+        if isinstance(spora.get(key), dict) and path.is_file():
+            spora[key]["categories"] = _parquet_categories(path)
+    spora["derived"] = {"standardization": _standardization_recipes(cohort), "tiling": _tiling_recipes(cohort)}
+
+
+def _parquet_categories(path: Any) -> dict[str, list]:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+        meta = file.schema_arrow.pandas_metadata or {}
+    except (OSError, ValueError):
+        return {}
+    wanted = {
+        c["field_name"]: c.get("metadata", {}).get("num_categories")
+        for c in meta.get("columns", [])
+        if c.get("pandas_type") == "categorical" and c.get("field_name") in file.schema_arrow.names
+    }
+    if not wanted or file.metadata.num_row_groups == 0:
+        return {}
+    group = file.read_row_group(0, columns=list(wanted))
+    out = {}
+    for name, n in wanted.items():
+        column = group.column(name)
+        if column.num_chunks and hasattr(column.chunk(0), "dictionary"):
+            values = column.chunk(0).dictionary.to_pylist()
+            if n is None or len(values) == n:  # the full category list, not only this row group's values
+                out[name] = values
+    return out
+
+
+def _standardization_recipes(cohort: Any) -> list[dict]:
+    import re
+
+    out: dict[tuple, dict] = {}
+    for modality in cohort.multiplex_modalities:
+        for mpp in cohort.resolutions(modality):
+            for method, param in cohort.standardization_specs(modality, mpp):
+                match = re.fullmatch(r"uq_([0-9.]+)(?:_lq_([0-9.]+))?(?:_image)?", param)
+                if match is None or method not in layout.STANDARDIZATION_METHODS:
+                    continue
+                key = (modality, mpp, match.group(1), match.group(2))
+                recipe = out.setdefault(
+                    key,
+                    {
+                        "modality": modality,
+                        "resolution": mpp,
+                        "methods": [],
+                        "upper_quantile": float(match.group(1)),
+                        "lower_quantile": float(match.group(2)) if match.group(2) else None,
+                    },
+                )
+                recipe["methods"].append(method)
+    return list(out.values())
+
+
+def _tiling_recipes(cohort: Any) -> list[dict]:
+    from spora_sd.io.tables import read_table
+
+    out = []
+    for mpp, strategy, size in cohort.tilings():
+        stats = cohort.paths.tile_stats(mpp, strategy, size)
+        try:
+            params = read_table(stats, columns=["stride", "min_tissue"]).iloc[0]
+            recipe = {"stride": int(params["stride"]), "min_tissue": float(params["min_tissue"])}
+        except (FileNotFoundError, KeyError, IndexError, ValueError):
+            logger.debug("%s: tiling parameters unknown; not carried over", stats)
+            continue
+        out.append({"resolution": mpp, "strategy": strategy, "tile_size": size, **recipe})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _restore(frame: pd.DataFrame, dtypes: dict[str, str], categories: dict[str, list] | None = None) -> pd.DataFrame:
+    """Give columns back the dtypes (and category order) they had in the cohort.
+
+    The conversion made strings categorical with sorted categories; ``categories`` holds the order
+    of the cohort's own categorical columns (:func:`reverse_map_extras`).
+    """
+    for column, dtype in dtypes.items():
+        if column not in frame.columns:
+            continue
+        if dtype == "category" and column in (categories or {}):
+            known = list((categories or {})[column])
+            values = frame[column].astype(object)
+            new = sorted({str(v) for v in values.dropna()} - {str(k) for k in known})
+            frame[column] = pd.Categorical(values, categories=known + new)
+            continue
+        if str(frame[column].dtype) == dtype:
+            continue
+        try:
+            if dtype == "object":
+                values = frame[column].astype(object)
+                frame[column] = values.where(values.notna(), None)
+            else:
+                frame[column] = frame[column].astype(dtype)
+        except (TypeError, ValueError) as exc:
+            logger.warning("column %r stays %s (cannot restore %s: %s)", column, frame[column].dtype, dtype, exc)
+    return frame
+
+
+def _renamed(column: pd.Series, new_id: dict[str, str]) -> pd.Series:
+    """Tissue ids mapped to ``new_id`` (re-keyed), keeping a categorical's order and dropping unused ids."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.cat.remove_unused_categories()
+        return column.cat.rename_categories([new_id.get(str(t), str(t)) for t in column.cat.categories])
+    return column.map(lambda t: new_id.get(str(t), t))
+
+
+def _rekey(tissue_id: str, dataset: str) -> str:
+    parts = layout.parse_tissue_id(tissue_id)
+    return layout.compose_tissue_id(dataset, parts.patient_id, parts.specimen_id)
+
+
+def _entries(sdata: Any, spora: dict) -> dict[str, dict]:
+    """The map's entries whose element is still in ``sdata``, checked."""
+    out = {}
+    for name, entry in spora["elements"].items():
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        present = name in (sdata.images if kind == "image" else sdata.labels)
+        if not present:
+            continue
+        if kind not in _KINDS:
+            raise ExportInputError(f"sdata.attrs['spora']['elements'][{name!r}]: unknown kind {kind!r}")
+        layout.check_tissue_id(str(entry.get("tissue_id")))
+        layout.format_resolution(entry.get("mpp"))  # raises on a missing or bad mpp
+        if kind == "image":
+            layout.check_modality(str(entry.get("modality")))
+        if kind == "semantic":
+            element_names.check_task_name(str(entry.get("task")))
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# tables
+
+
+def _cells_table(sdata: Any, spora: dict, tissue_ids: set[str]) -> pd.DataFrame | None:
+    table = sdata.tables.get(element_names.CELL_TABLE)
+    meta = spora.get("cells")
+    if table is None or not isinstance(meta, dict):
+        return None
+    obs = table.obs
+    rows = obs["tissue_id"].astype(str).isin(tissue_ids).to_numpy()
+    var_names = [str(v) for v in table.var_names]
+    columns = [str(c) for c in meta.get("columns", [])]
+    joined = set(spora.get("tissues", {}).get("columns", [])) - {"tissue_id"}  # tissue columns joined into obs
+    added = [
+        str(c)
+        for c in obs.columns
+        if str(c) not in columns and str(c) != element_names.REGION_KEY and str(c) not in joined
+    ]
+    if added:
+        logger.info("cell-table columns added after the conversion are exported too: %s", added)
+    x = table.X[rows]
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    positions = np.flatnonzero(rows)
+    data: dict[str, Any] = {}
+    for column in [*columns, *added]:
+        if column in obs.columns:
+            data[column] = obs[column].iloc[positions].reset_index(drop=True)  # keeps its dtype
+        elif column in var_names:
+            data[column] = x[:, var_names.index(column)]
+        else:
+            logger.warning("cells.parquet column %r is no longer in the cell table: not exported", column)
+    return _restore(pd.DataFrame(data), dict(meta.get("dtypes", {})), meta.get("categories"))
+
+
+def _tissues_table(sdata: Any, spora: dict, images: dict[str, dict]) -> pd.DataFrame:
+    meta = spora.get("tissues", {}) if isinstance(spora.get("tissues"), dict) else {}
+    pairs = {(e["tissue_id"], e["modality"]) for e in images.values()}
+    table = sdata.tables.get(element_names.TISSUE_TABLE)
+    if table is not None:
+        frame = table.obs.reset_index(drop=True)
+        keep = [(str(t), str(m)) in pairs for t, m in zip(frame["tissue_id"], frame["modality"], strict=True)]
+        frame = frame.loc[keep].reset_index(drop=True)
+    else:
+        # No tissues table (to_spatialdata(tissue_metadata="obs" or None)): rebuild the required columns.
+        lost = [c for c in meta.get("columns", []) if c not in ("tissue_id", "patient_id", "specimen_id", "modality")]
+        logger.warning("no 'tissues' table: tissues.parquet is rebuilt from the elements, without %s", lost)
+        rows = sorted(pairs)
+        frame = pd.DataFrame(
+            {
+                "tissue_id": [t for t, _ in rows],
+                "patient_id": [layout.parse_tissue_id(t).patient_id for t, _ in rows],
+                "specimen_id": [layout.parse_tissue_id(t).specimen_id for t, _ in rows],
+                "modality": [m for _, m in rows],
+                "alignment": pd.Series([None] * len(rows), dtype=object),
+            }
+        )
+        for modality in sorted({m for _, m in rows}):
+            mpp = {e["tissue_id"]: e["mpp"] for e in images.values() if e["modality"] == modality}
+            frame[f"mpp_{modality}"] = frame["tissue_id"].map(mpp).astype(float)
+    columns = [c for c in meta.get("columns", []) if c in frame.columns]
+    frame = frame[columns + [c for c in frame.columns if c not in columns]]
+    return _restore(frame, dict(meta.get("dtypes", {})), meta.get("categories"))
+
+
+def _channels(spora: dict, modality: str, image_channels: dict[str, list[str]], var: pd.DataFrame) -> pd.DataFrame:
+    meta = spora.get("channels", {}).get(modality)
+    found = merge_panels(image_channels.values())
+    if isinstance(meta, dict) and meta.get("records"):
+        frame = pd.DataFrame(meta["records"], columns=meta.get("columns"))
+        extra = [c for c in found if c not in set(frame["channel_name"].astype(str))]
+        if extra:
+            logger.warning("%s channels %s are not in the cohort's channels.parquet: appended", modality, extra)
+            frame = pd.concat([frame, channels_table(extra, var)], ignore_index=True)
+        return _restore(frame, dict(meta.get("dtypes", {})))
+    return channels_table(found, var)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def plan_from_reverse_map(sdata: Any, *, dataset: str) -> ExportPlan:
+    """The export plan of a SpatialData made by :func:`spora_sd.to_spatialdata`.
+
+    Parameters
+    ----------
+    sdata
+        The SpatialData object, with ``attrs["spora"]["elements"]``.
+    dataset
+        Dataset key of the new cohort; tissue ids are re-keyed when it differs from the map's.
+
+    Returns
+    -------
+    The plan; nothing is written.
+    """
+    layout.check_dataset_key(dataset)
+    spora = sdata.attrs[element_names.ATTRS_KEY]
+    entries = _entries(sdata, spora)
+    images = {n: e for n, e in entries.items() if e["kind"] == "image"}
+    if not images:
+        raise ExportInputError("the SpatialData has no image element of its spora reverse map: nothing to export")
+    tissue_ids = sorted({e["tissue_id"] for e in images.values()})
+    source = str(spora.get("dataset", ""))
+    rekey = source != dataset
+    if rekey:
+        logger.info("re-keying tissue ids from dataset %r to %r", source, dataset)
+    new_id = {t: _rekey(t, dataset) if rekey else t for t in tissue_ids}
+
+    # channels: each image's c_coords, panels in the cohort's channels.parquet order
+    image_channels: dict[str, dict[str, list[str]]] = {}
+    for name, entry in images.items():
+        names = check_channel_names(channel_names(sdata.images[name]), f"image {name!r}")
+        image_channels.setdefault(entry["modality"], {})[entry["tissue_id"]] = names
+    var = sdata.tables[element_names.CELL_TABLE].var if element_names.CELL_TABLE in sdata.tables else None
+    var = var if var is not None else pd.DataFrame(index=pd.Index([], dtype=object))
+    channel_tables, cpt, panels = {}, {}, {}
+    for modality, per_tissue in sorted(image_channels.items()):
+        if not layout.is_multiplex(modality):
+            continue
+        channel_tables[modality] = _channels(spora, modality, per_tissue, var)
+        panels[modality] = channel_tables[modality]["channel_name"].astype(str).tolist()
+        ordered = {new_id[t]: panel_order(c, panels[modality])[0] for t, c in sorted(per_tissue.items())}
+        cpt[modality] = channels_per_tissue_table(panels[modality], ordered)
+
+    plans = {t: TissuePlan(new_id[t]) for t in tissue_ids}
+    for name, entry in sorted(images.items()):
+        modality, tid = entry["modality"], entry["tissue_id"]
+        names = image_channels[modality][tid]
+        ordered, order = panel_order(names, panels[modality]) if modality in panels else (names, None)
+        plans[tid].images.append(ImageSource(name, modality, float(entry["mpp"]), tuple(ordered), order))
+    for name, entry in sorted(entries.items()):
+        if entry["kind"] == "image" or entry["tissue_id"] not in plans:
+            continue
+        what = {"cells": INSTANCES, "tissue": TISSUE}.get(entry["kind"], entry.get("task"))
+        plans[entry["tissue_id"]].masks.append(MaskSource(name, str(what), float(entry["mpp"])))
+    for tid, plan in plans.items():
+        covered = {m.mpp for m in plan.masks if m.what == TISSUE}
+        for image in plan.images:
+            if image.mpp not in covered:  # the layout needs a tissue mask at every image resolution
+                logger.info("%s: no tissue mask at %s mpp; the whole image counts as tissue", tid, image.mpp)
+                plan.full_tissue_masks.append((image.mpp, element_yx_shape(sdata.images[image.element])))
+                covered.add(image.mpp)
+
+    # Tables list tissues in the cohort's own order (that of tissues.parquet), not sorted.
+    tissues = _tissues_table(sdata, spora, images)
+    rank = {t: i for i, t in enumerate(dict.fromkeys([*tissues["tissue_id"].astype(str), *tissue_ids]))}
+    tissue_ids.sort(key=rank.__getitem__)
+    for modality in cpt:
+        cpt[modality] = cpt[modality].loc[[new_id[t] for t in tissue_ids if new_id[t] in cpt[modality].index]]
+
+    cells = _cells_table(sdata, spora, set(tissue_ids))
+    if cells is not None:
+        order = np.lexsort((cells["cell_id"].to_numpy(), cells["tissue_id"].astype(str).map(rank).to_numpy()))
+        cells = cells.iloc[order].reset_index(drop=True)
+        cells["tissue_id"] = _renamed(cells["tissue_id"], new_id)
+        ids = cells.groupby(cells["tissue_id"].astype(str), sort=False)["cell_id"]
+        by_tissue = {str(t): g.to_numpy() for t, g in ids}
+        for plan in plans.values():
+            if any(m.what == INSTANCES for m in plan.masks):
+                plan.cell_ids = by_tissue.get(plan.tissue_id, np.array([], dtype=np.int64))
+    tissues["tissue_id"] = _renamed(tissues["tissue_id"], new_id)
+
+    encoders = {}
+    tasks = {(float(e["mpp"]), str(e["task"])) for e in entries.values() if e["kind"] == "semantic"}
+    for mpp, task in sorted(tasks):
+        mapping = spora.get("label_encoders", {}).get(task)
+        if not isinstance(mapping, dict):
+            raise ExportInputError(f"sdata.attrs['spora']['label_encoders'] has no categories for task {task!r}")
+        encoders[(mpp, task)] = pd.DataFrame({"name": list(mapping), "id": np.asarray(list(mapping.values()), "int64")})
+    return ExportPlan(
+        dataset=dataset,
+        tissues=[plans[t] for t in tissue_ids],
+        tissues_table=tissues,
+        cells_table=cells,
+        channels=channel_tables,
+        channels_per_tissue=cpt,
+        label_encoders=encoders,
+        source="reverse map",
+        derived=spora.get("derived") if isinstance(spora.get("derived"), dict) else None,
+    )

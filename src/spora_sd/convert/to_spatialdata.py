@@ -1,0 +1,678 @@
+"""A spora cohort as a :class:`spatialdata.SpatialData` object: lazy pixels, squidpy-ready tables.
+
+==========================  ==================================================================
+cohort                      SpatialData
+==========================  ==================================================================
+tissue                      coordinate system named by the ``tissue_id``, in micrometers
+``<m>/<res>/images/<t>``    image ``<t>__<m>``: ``Image2DModel``, dims ``c, y, x``, ``c`` = the
+                            tissue's channel names, lazy dask over the Zarr arrays, stored
+                            pyramid levels as a multiscale image (``scale0``, ``scale1``, ...)
+``instances/<t>.npz``       labels ``<t>__cells`` (instance mask; lazy, read on first compute)
+``tissue_masks/<t>.npz``    labels ``<t>__tissue``
+``<task>/<t>.npz``          labels ``<t>__<task>``; category names in the element's
+                            ``attrs["spora"]["categories"]`` and in ``sdata.attrs``
+``cells.parquet``           table ``cells`` annotating the ``<t>__cells`` labels
+                            (:mod:`spora_sd.convert.cell_table`)
+``tissues.parquet``         table ``tissues`` (one row per tissue and modality), and/or its
+                            tissue-level columns joined into the cell table's ``obs``
+dataset metadata            ``sdata.attrs`` (below)
+==========================  ==================================================================
+
+Every element of a tissue carries ``Scale([mpp, mpp], axes=("y", "x"))`` into the tissue's coordinate
+system, so registered modalities (H&E and IMC of one tissue) overlay, and extents, bounding-box
+queries and squidpy distances are in micrometers. There is no ``global`` coordinate system: tissues
+are separate slides, and putting them in one space would invite distances between them.
+
+``sdata.attrs`` (JSON only, so ``sdata.write`` keeps it)::
+
+    dataset, title, citation, doi, modalities, resolution
+    bio:  {tissue, tissue_ontology_id, disease, disease_ontology_id, organism, organism_ontology_id}
+    tech: {assay, assay_ontology_id}
+    spora:
+      dataset, resolution, resolutions {modality: mpp}, mask_resolution, modalities, spora_sd_version
+      elements: {element name: {kind, file, tissue_id, mpp, modality | task}}   # the reverse map
+      tables: {cells: {file, kind: "table"}, tissues: {...}}
+      label_encoders: {task: {category name: value}}
+      channels: {modality: {columns, dtypes, records}}                          # channels.parquet
+      channels_per_tissue: {modality: {tissue_id: [channel, ...]}}
+      tissues: {columns, dtypes, tissue_metadata}                                # tissues.parquet
+      cells: {columns, dtypes, intensities: {modality: "table" | "computed"}}    # cells.parquet
+
+``title``, ``citation``, ``doi``, ``bio`` and ``tech`` come from the registry
+(:mod:`spora_sd.datasets.registry`) when the dataset key is known, updated by the ``bio`` / ``tech``
+arguments; for other cohorts they are present only when given as arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+from dask.utils import parse_bytes
+
+from spora_sd import layout
+from spora_sd._version import __version__
+from spora_sd.convert import element_names
+from spora_sd.convert.cell_table import build_cell_table
+from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.io.atomic import atomic_path
+from spora_sd.io.cohort import Cohort, open_cohort
+from spora_sd.io.images import open_image_levels
+from spora_sd.io.masks import read_mask, read_mask_shape
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from spatialdata import SpatialData
+    from xarray import DataArray, DataTree
+
+__all__ = ["ELEMENTS", "convert", "to_spatialdata", "write_spatialdata"]
+
+logger = logging.getLogger(__name__)
+
+#: Kinds of elements :func:`to_spatialdata` can make.
+ELEMENTS = ("images", "labels", "tables")
+TissueMetadata = Literal["table", "obs", "both"] | None
+_TISSUE_METADATA = ("table", "obs", "both", None)
+
+
+# --------------------------------------------------------------------------------------------------
+# what to convert
+
+
+@dataclass
+class _Selection:
+    cohort: Cohort
+    tissue_ids: list[str]  # sorted
+    modalities: list[str]
+    image_mpp: dict[str, float]
+    cell_mask_mpp: float | None
+    tissue_mask_mpp: float | None
+    tasks: list[str] = field(default_factory=list)
+
+
+def _modality_hint(cohort: Cohort, modality: str) -> str:
+    from spora_sd.datasets.registry import cohorts, rclone_command
+
+    if cohort.dataset in cohorts:
+        return f"; copy it with: {rclone_command(cohort.dataset, cohort.path, [modality])}"
+    return ""
+
+
+def _select(
+    cohort: Cohort,
+    tissues: Sequence[str] | None,
+    modalities: Sequence[str] | None,
+    resolution: float | None,
+) -> _Selection:
+    on_disk = cohort.modalities
+    if modalities is None:
+        chosen = list(on_disk)
+        listed = sorted(set(cohort.tissues["modality"].astype(str)) - set(on_disk))
+        if listed:
+            logger.warning("%s: modality folder(s) %s are not on disk (partial copy?): skipped", cohort.path, listed)
+    else:
+        chosen = list(dict.fromkeys(layout.check_modality(m) for m in modalities))
+        for m in chosen:
+            if m not in on_disk:
+                raise CohortNotFoundError(
+                    f"{cohort.paths.modality_dir(m)}: modality {m!r} is not on disk "
+                    f"(found: {', '.join(on_disk) or 'none'}){_modality_hint(cohort, m)}"
+                )
+    image_mpp: dict[str, float] = {}
+    for m in chosen:
+        available = cohort.resolutions(m)
+        if resolution is None:
+            if not available:
+                logger.warning("%s: no resolution folder; modality %s skipped", cohort.paths.modality_dir(m), m)
+                continue
+            image_mpp[m] = available[0]
+        elif float(resolution) in available:
+            image_mpp[m] = float(resolution)
+        else:
+            raise CohortNotFoundError(
+                f"{cohort.paths.resolution_dir(m, resolution)}: no {m} images at {resolution} mpp "
+                f"(available: {available or 'none'})"
+            )
+    chosen = [m for m in chosen if m in image_mpp]
+
+    rows = cohort.tissues[cohort.tissues["modality"].astype(str).isin(chosen)]
+    known = set(rows["tissue_id"].astype(str))
+    if tissues is None:
+        tissue_ids = sorted(known)
+    else:
+        requested = list(dict.fromkeys(str(t) for t in tissues))
+        unknown = [t for t in requested if t not in known]
+        if unknown:
+            raise ValueError(
+                f"{cohort.paths.tissues}: no row for tissue(s) {unknown[:5]} with modality in {chosen} "
+                f"({len(unknown)} unknown)"
+            )
+        tissue_ids = sorted(requested)
+
+    def mask_mpp(folder: Callable[[float], Path]) -> float | None:
+        """``resolution`` when these masks are stored there, else the finest resolution that has them."""
+        found = [r for r in cohort.mask_resolutions() if folder(r).is_dir()]
+        if resolution is not None and float(resolution) in found:
+            return float(resolution)
+        return found[0] if found else None
+
+    cell_mpp = mask_mpp(cohort.paths.instance_masks_dir)
+    tissue_mpp = mask_mpp(cohort.paths.tissue_masks_dir)
+    tasks = cohort.tasks(cell_mpp) if cell_mpp is not None else []
+    return _Selection(cohort, tissue_ids, chosen, image_mpp, cell_mpp, tissue_mpp, tasks)
+
+
+# --------------------------------------------------------------------------------------------------
+# elements
+
+
+def _pixel_centres(full: int, n: int) -> np.ndarray:
+    """Coordinates of the ``n`` pixel centres of a level whose full-resolution size is ``full``.
+
+    The formula of ``spatialdata.transformations._utils.compute_coordinates`` (so that an element
+    read back with ``spatialdata.read_zarr`` is identical), without its per-element ``assign_coords``.
+    """
+    return np.linspace(0, full, n + 1)[:-1] + full / n / 2
+
+
+def _raster(
+    levels: Sequence[da.Array], dims: tuple[str, ...], mpp: float, tissue_id: str, channels: list[str] | None = None
+) -> DataArray | DataTree:
+    """A validated image (``dims = c, y, x``) or labels (``y, x``) element over lazy arrays, in µm."""
+    from spatialdata.models import Image2DModel, Labels2DModel
+    from spatialdata.transformations import Scale, set_transformation
+    from xarray import DataArray, Dataset, DataTree
+
+    full = dict(zip(dims, levels[0].shape, strict=True))
+    arrays = []
+    for level in levels:
+        coords: dict[str, Any] = {
+            d: _pixel_centres(full[d], n) for d, n in zip(dims, level.shape, strict=True) if d != "c"
+        }
+        if channels is not None:
+            coords["c"] = channels
+        arrays.append(DataArray(level, dims=dims, coords=coords, name="image"))
+    element: DataArray | DataTree
+    if len(arrays) == 1:
+        element = arrays[0]
+    else:
+        element = DataTree.from_dict({f"scale{i}": Dataset({"image": a}) for i, a in enumerate(arrays)})
+    # Scale (not Identity): pixel (i, j) of level 0 covers [i, i + 1) x [j, j + 1) * mpp micrometers.
+    set_transformation(element, {tissue_id: Scale([mpp, mpp], axes=("y", "x"))}, set_all=True)
+    (Image2DModel if "c" in dims else Labels2DModel).validate(element)
+    return element
+
+
+def _lazy_mask(path: Path) -> da.Array:
+    """A one-chunk dask array over an ``.npz`` mask: the header is read now, the pixels on first compute.
+
+    An ``.npz`` member cannot be read in parts, so the whole mask is one chunk; the task name is
+    made from the path, size and modification time (cheaper than dask's tokenization of a delayed call).
+    """
+    shape, dtype = read_mask_shape(path)
+    if len(shape) != 2:
+        raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
+    stat = path.stat()
+    name = "spora-mask-" + hashlib.sha1(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    graph = {(name, 0, 0): (read_mask, str(path))}
+    return da.Array(graph, name, chunks=tuple((int(s),) for s in shape), dtype=dtype)
+
+
+def _channels_by_tissue(cohort: Cohort, modality: str, tissue_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The channels of each tissue's image (``Cohort.tissue_channels`` for many tissues at once)."""
+    panel = cohort.panel(modality)
+    if not layout.is_multiplex(modality):
+        return {t: list(panel) for t in tissue_ids}
+    cpt = cohort.channels_per_tissue(modality)
+    missing = [t for t in tissue_ids if t not in cpt.index]
+    if missing:
+        raise CohortFormatError(
+            cohort.paths.channels_per_tissue(modality), "ids.inconsistent", f"no row for tissue(s) {missing[:5]}"
+        )
+    measured = cpt.reindex(index=list(tissue_ids), columns=panel, fill_value=False).to_numpy(dtype=bool)
+    return {t: [c for c, m in zip(panel, row, strict=True) if m] for t, row in zip(tissue_ids, measured, strict=True)}
+
+
+def _relative(cohort: Cohort, path: Path) -> str:
+    return path.relative_to(cohort.path).as_posix()
+
+
+def _listing(folder: Path, suffix: str) -> set[str]:
+    try:
+        return {n.removesuffix(suffix) for n in os.listdir(folder) if n.endswith(suffix) and not n.startswith(".")}
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+
+
+def _images(sel: _Selection, elements: dict[str, dict]) -> dict[str, DataArray | DataTree]:
+    cohort, out = sel.cohort, {}
+    # dask chunks of whole 256 x 256 Zarr chunks up to dask's chunk-size setting (128 MiB): a random
+    # crop is then mostly one task and one Zarr call, which keeps crops close to raw Zarr reads
+    chunk_bytes = parse_bytes(dask.config.get("array.chunk-size"))
+    for m in sel.modalities:
+        mpp = sel.image_mpp[m]
+        on_disk = _listing(cohort.paths.images_dir(m, mpp), layout.IMAGE_SUFFIX)
+        wanted = set(cohort.tissue_ids(m))
+        absent = [t for t in sel.tissue_ids if t in wanted and t not in on_disk]
+        if absent:
+            logger.warning(
+                "%s: %d image(s) listed in tissues.parquet are missing (e.g. %s); skipped",
+                cohort.paths.images_dir(m, mpp),
+                len(absent),
+                absent[0],
+            )
+        present = [t for t in sel.tissue_ids if t in wanted and t in on_disk]
+        channels_of = _channels_by_tissue(cohort, m, present)
+        for tissue_id in present:
+            path = cohort.paths.image(m, mpp, tissue_id)
+            levels = open_image_levels(path, chunk_bytes=chunk_bytes)
+            channels = channels_of[tissue_id]
+            if len(channels) != levels[0].shape[0]:
+                raise CohortFormatError(
+                    path,
+                    "image.channels",
+                    f"{levels[0].shape[0]} channels, but {len(channels)} are listed for {tissue_id} "
+                    f"({'channels_per_tissue.parquet' if layout.is_multiplex(m) else m})",
+                )
+            name = element_names.image_name(tissue_id, m)
+            out[name] = _raster(levels, ("c", "y", "x"), mpp, tissue_id, channels)
+            elements[name] = {
+                "kind": "image",
+                "file": _relative(cohort, path),
+                "tissue_id": tissue_id,
+                "modality": m,
+                "mpp": mpp,
+            }
+    return out
+
+
+def _labels(sel: _Selection, elements: dict[str, dict], encoders: dict[str, dict[str, int]]) -> dict[str, Any]:
+    cohort, out = sel.cohort, {}
+    kinds: list[tuple[str, Path, float, str | None]] = []  # (labels part, folder, mpp, task)
+    if sel.cell_mask_mpp is not None:
+        kinds.append(
+            (element_names.CELLS_LABELS, cohort.paths.instance_masks_dir(sel.cell_mask_mpp), sel.cell_mask_mpp, None)
+        )
+        for task in sel.tasks:
+            try:
+                element_names.check_task_name(task)
+            except ValueError:
+                logger.warning("%s: task name %r clashes with element names; skipped", cohort.path, task)
+                continue
+            kinds.append((task, cohort.paths.task_dir(sel.cell_mask_mpp, task), sel.cell_mask_mpp, task))
+            encoders[task] = cohort.label_encoder(task, sel.cell_mask_mpp)
+    if sel.tissue_mask_mpp is not None:
+        kinds.append(
+            (element_names.TISSUE_LABELS, cohort.paths.tissue_masks_dir(sel.tissue_mask_mpp), sel.tissue_mask_mpp, None)
+        )
+    for part, folder, mpp, task in kinds:
+        on_disk = _listing(folder, layout.MASK_SUFFIX)
+        for tissue_id in sel.tissue_ids:
+            if tissue_id not in on_disk:
+                continue
+            path = folder / f"{tissue_id}{layout.MASK_SUFFIX}"
+            name = element_names.labels_name(tissue_id, part)
+            element = _raster([_lazy_mask(path)], ("y", "x"), mpp, tissue_id)
+            entry: dict[str, Any] = {
+                "kind": element_names.parse_element_name(name).kind,
+                "file": _relative(cohort, path),
+            }
+            entry.update({"tissue_id": tissue_id, "mpp": mpp})
+            if task is not None:
+                entry["task"] = task
+                element.attrs[element_names.ATTRS_KEY] = {"task": task, "categories": dict(encoders[task])}
+            out[name] = element
+            elements[name] = entry
+    return out
+
+
+def _categorical_obs(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column].dtype):
+            frame[column] = frame[column].astype("category")
+    return frame
+
+
+def _tissues_table(rows: pd.DataFrame) -> AnnData:
+    from anndata import AnnData
+    from spatialdata.models import TableModel
+
+    obs = _categorical_obs(rows.reset_index(drop=True))
+    obs.index = pd.Index((rows["tissue_id"].astype(str) + element_names.SEP + rows["modality"].astype(str)).to_numpy())
+    return TableModel.validate(AnnData(obs=obs))
+
+
+# --------------------------------------------------------------------------------------------------
+# attrs
+
+
+def _json(value: Any) -> Any:
+    """``value`` with only JSON types: numpy scalars unwrapped, NaN/NA -> None, tuples -> lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)
+
+
+def _dtypes(frame: pd.DataFrame) -> dict[str, str]:
+    return {str(c): str(t) for c, t in frame.dtypes.items()}
+
+
+def _cells_schema(cohort: Cohort) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    empty = pq.read_schema(cohort.paths.cells).empty_table().to_pandas()
+    return {"columns": list(map(str, empty.columns)), "dtypes": _dtypes(empty)}
+
+
+def _attrs(
+    sel: _Selection,
+    resolution: float | None,
+    elements: dict[str, dict],
+    encoders: dict[str, dict[str, int]],
+    tables: dict[str, Any],
+    tissue_rows: pd.DataFrame,
+    tissue_metadata: TissueMetadata,
+    bio: Mapping[str, str] | None,
+    tech: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    from spora_sd.datasets.registry import cohorts
+
+    cohort = sel.cohort
+    attrs: dict[str, Any] = {"dataset": cohort.dataset}
+    info = cohorts.get(cohort.dataset)
+    if info is not None:
+        attrs.update({"title": info.title, "citation": info.citation, "doi": info.doi})
+    attrs.update({"modalities": list(sel.modalities), "resolution": resolution})
+    bio_attrs = {**(info.bio() if info is not None else {}), **dict(bio or {})}
+    tech_attrs = {**(info.tech() if info is not None else {}), **dict(tech or {})}
+    if bio_attrs:
+        attrs["bio"] = {str(k): str(v) for k, v in bio_attrs.items()}
+    if tech_attrs:
+        attrs["tech"] = {str(k): str(v) for k, v in tech_attrs.items()}
+
+    multiplex = [m for m in sel.modalities if layout.is_multiplex(m)]
+    spora: dict[str, Any] = {
+        "dataset": cohort.dataset,
+        "resolution": resolution,
+        "resolutions": dict(sel.image_mpp),
+        "mask_resolution": sel.cell_mask_mpp,
+        "tissue_mask_resolution": sel.tissue_mask_mpp,
+        "modalities": list(sel.modalities),
+        "spora_sd_version": __version__,
+        "elements": elements,
+        "tables": {},
+        "label_encoders": encoders,
+        "channels": {},
+        "channels_per_tissue": {},
+        "tissues": {
+            "file": _relative(cohort, cohort.paths.tissues),
+            "columns": list(map(str, cohort.tissues.columns)),
+            "dtypes": _dtypes(cohort.tissues),
+            "n_rows": len(tissue_rows),
+            "tissue_metadata": tissue_metadata,
+        },
+    }
+    for m in multiplex:
+        channels = cohort.channels(m)
+        spora["channels"][m] = {
+            "file": _relative(cohort, cohort.paths.channels(m)),
+            "columns": list(map(str, channels.columns)),
+            "dtypes": _dtypes(channels),
+            "records": channels.to_dict("records"),
+        }
+        with_modality = set(cohort.tissue_ids(m))
+        spora["channels_per_tissue"][m] = _channels_by_tissue(
+            cohort, m, [t for t in sel.tissue_ids if t in with_modality]
+        )
+    if element_names.CELL_TABLE in tables:
+        spora["cells"] = {
+            "file": _relative(cohort, cohort.paths.cells),
+            **_cells_schema(cohort),
+            "intensities": {m: ("table" if cohort.intensity_columns(m) else "computed") for m in multiplex},
+        }
+        spora["tables"][element_names.CELL_TABLE] = {"kind": "table", "file": _relative(cohort, cohort.paths.cells)}
+    if element_names.TISSUE_TABLE in tables:
+        spora["tables"][element_names.TISSUE_TABLE] = {"kind": "table", "file": _relative(cohort, cohort.paths.tissues)}
+    # Category order and derived-product recipes, for from_spatialdata to write the cohort back exactly.
+    from spora_sd.convert.plan_from_attrs import reverse_map_extras
+
+    reverse_map_extras(cohort, spora)
+    attrs[element_names.ATTRS_KEY] = spora
+    return _json(attrs)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def to_spatialdata(
+    cohort: str | os.PathLike[str] | Cohort,
+    *,
+    tissues: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    resolution: float | None = None,
+    elements: Sequence[str] = ELEMENTS,
+    tissue_metadata: TissueMetadata = "table",
+    bio: Mapping[str, str] | None = None,
+    tech: Mapping[str, str] | None = None,
+    progress: bool = False,
+) -> SpatialData:
+    """A spora cohort as a SpatialData object; pixels stay on disk until computed.
+
+    Parameters
+    ----------
+    cohort
+        A cohort folder, a dataset key (``"jackson2020single"``), an alias (``"jackson2020"``; both
+        looked for under ``$SPORA_DATASETS_DIR``) or an opened :class:`~spora_sd.io.cohort.Cohort`.
+    tissues
+        Tissue ids to convert (default: every tissue of the selected modalities).
+    modalities
+        Modalities to convert (default: every modality folder on disk).
+    resolution
+        Microns per pixel of the images (default: the finest of each modality). Masks are taken at
+        this resolution when stored there, else at the finest resolution they are stored at (cell
+        masks exist only at the finest); their own ``Scale`` keeps everything aligned in µm.
+    elements
+        Which kinds of elements to make: any of ``"images"``, ``"labels"``, ``"tables"``.
+    tissue_metadata
+        Where ``tissues.parquet`` goes: ``"table"`` (a ``tissues`` table), ``"obs"`` (its
+        tissue-level columns joined into the cell table's ``obs``), ``"both"``, or ``None``.
+    bio, tech
+        Ontology-backed labels for ``sdata.attrs["bio"]`` / ``["tech"]`` (e.g. ``{"tissue":
+        "breast", "tissue_ontology_id": "UBERON:0000310"}``); they update the registry's values.
+    progress
+        Show a progress bar while the cell table is built.
+
+    Returns
+    -------
+    spatialdata.SpatialData
+        Images, labels and tables named as in :mod:`spora_sd.convert.element_names`, one coordinate system per
+        tissue, and ``attrs`` as described in this module's docstring.
+
+    Raises
+    ------
+    CohortNotFoundError
+        When the cohort, a requested modality or resolution is not on disk (with the rclone
+        command for a known cohort).
+    CohortFormatError
+        When a file breaks the layout (e.g. an image's channel count differs from its row of
+        ``channels_per_tissue.parquet``).
+
+    Examples
+    --------
+    >>> import spora_sd, tempfile
+    >>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=2, image_size=64, n_cells=10)
+    >>> sdata = spora_sd.to_spatialdata(root, modalities=["imc"], elements=("images",))
+    >>> tid = sorted(sdata.coordinate_systems)[0]
+    >>> sdata.images[f"{tid}__imc"].dims
+    ('c', 'y', 'x')
+    """
+    from spatialdata import SpatialData
+
+    unknown = [e for e in elements if e not in ELEMENTS]
+    if unknown:
+        raise ValueError(f"unknown element kind(s) {unknown}; expected any of {ELEMENTS}")
+    if tissue_metadata not in _TISSUE_METADATA:
+        raise ValueError(f"tissue_metadata must be one of {_TISSUE_METADATA}, not {tissue_metadata!r}")
+    c = open_cohort(cohort)
+    sel = _select(c, tissues, modalities, resolution)
+    element_map: dict[str, dict] = {}
+    encoders: dict[str, dict[str, int]] = {}
+    images = _images(sel, element_map) if "images" in elements else {}
+    labels = _labels(sel, element_map, encoders) if "labels" in elements else {}
+    if "labels" not in elements and sel.cell_mask_mpp is not None:
+        encoders = {t: c.label_encoder(t, sel.cell_mask_mpp) for t in sel.tasks}
+
+    tissue_rows = c.tissues[
+        c.tissues["tissue_id"].astype(str).isin(sel.tissue_ids) & c.tissues["modality"].astype(str).isin(sel.modalities)
+    ]
+    tables: dict[str, Any] = {}
+    if "tables" in elements:
+        if c.paths.cells.is_file():
+            tables[element_names.CELL_TABLE] = build_cell_table(
+                c,
+                tissue_ids=sel.tissue_ids,
+                modalities=[m for m in sel.modalities if layout.is_multiplex(m)],
+                mask_resolution=sel.cell_mask_mpp,
+                tissues=tissue_rows if tissue_metadata in ("obs", "both") else None,
+                spatial=sel.cell_mask_mpp is not None,
+                progress=progress,
+            )
+        else:
+            logger.warning("%s: not found; no cell table", c.paths.cells)
+        if tissue_metadata in ("table", "both"):
+            tables[element_names.TISSUE_TABLE] = _tissues_table(tissue_rows)
+    attrs = _attrs(sel, resolution, element_map, encoders, tables, tissue_rows, tissue_metadata, bio, tech)
+    with warnings.catch_warnings():
+        if "labels" not in elements:
+            # Asked for: the cell table names its labels elements even when they are left out.
+            warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
+        return SpatialData(images=images, labels=labels, tables=tables, attrs=attrs)
+
+
+def write_spatialdata(
+    sdata: SpatialData, path: str | os.PathLike[str], *, overwrite: bool = False, progress: bool = False
+) -> Path:
+    """Write ``sdata`` to a ``.zarr`` store atomically, one element at a time (with a progress bar).
+
+    The store is written under a temporary name next to ``path`` and renamed when complete, so an
+    interrupted write never leaves a store that looks finished.
+
+    Parameters
+    ----------
+    sdata
+        The object to write (e.g. from :func:`to_spatialdata`).
+    path
+        Target ``.zarr`` folder.
+    overwrite
+        Replace an existing store.
+    progress
+        Show a progress bar over the elements on stderr.
+
+    Returns
+    -------
+    Path
+        ``path``; ``sdata.path`` is set to it, as :meth:`spatialdata.SpatialData.write` does.
+
+    Examples
+    --------
+    >>> import spora_sd, tempfile, pathlib
+    >>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=1, image_size=64, n_cells=5)
+    >>> out = write_spatialdata(spora_sd.to_spatialdata(root), pathlib.Path(tempfile.mkdtemp()) / "c.zarr")
+    >>> out.name
+    'c.zarr'
+    """
+    from spatialdata import SpatialData
+
+    from spora_sd.stats.parallel import _progress
+
+    target = Path(path)
+    rasters = [name for kind, name, _ in sdata.gen_spatial_elements() if kind in ("images", "labels")]
+    previous = sdata.path
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        # Tables and attrs first (one small write), then every raster with its own progress step.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
+            skeleton = SpatialData(tables=dict(sdata.tables), attrs=dict(sdata.attrs))
+        skeleton.write(tmp, consolidate_metadata=False)
+        try:
+            sdata.path = tmp
+            with _progress(progress, len(rasters), "writing elements") as advance:
+                for name in rasters:
+                    sdata.write_element(name)
+                    advance()
+            sdata.write_consolidated_metadata()
+        finally:
+            sdata.path = previous
+    sdata.path = target
+    return target
+
+
+def convert(
+    cohort: str | os.PathLike[str] | Cohort,
+    out: str | os.PathLike[str],
+    *,
+    tissues: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    resolution: float | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    **kwargs: Any,
+) -> Path:
+    """:func:`to_spatialdata` then :func:`write_spatialdata`: what ``spora-sd convert`` runs.
+
+    Parameters
+    ----------
+    cohort
+        Cohort folder, dataset key, alias or opened cohort.
+    out
+        Target ``.zarr`` store.
+    tissues, modalities, resolution
+        As in :func:`to_spatialdata`.
+    overwrite
+        Replace an existing store.
+    progress
+        Progress bars on stderr.
+    kwargs
+        Passed to :func:`to_spatialdata` (``tissue_metadata``, ``bio``, ``tech``, ``elements``).
+
+    Returns
+    -------
+    Path
+        The written store.
+
+    Examples
+    --------
+    >>> import spora_sd, tempfile, pathlib
+    >>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=1, image_size=64, n_cells=5)
+    >>> convert(root, pathlib.Path(tempfile.mkdtemp()) / "c.zarr").suffix
+    '.zarr'
+    """
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+    sdata = to_spatialdata(
+        cohort, tissues=tissues, modalities=modalities, resolution=resolution, progress=progress, **kwargs
+    )
+    return write_spatialdata(sdata, target, overwrite=overwrite, progress=progress)

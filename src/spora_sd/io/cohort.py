@@ -1,0 +1,458 @@
+"""Open a spora cohort: metadata eagerly, pixels lazily.
+
+:func:`open_cohort` reads ``tissues.parquet`` and lists folders; nothing else is read until asked
+for. Images come back as dask arrays over the Zarr v3 arrays (one dask chunk per Zarr chunk), masks
+are read with ``allow_pickle=False``, tables with pyarrow column selection.
+
+Examples
+--------
+>>> import spora_sd, tempfile
+>>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=2, image_size=128, n_cells=20)
+>>> cohort = spora_sd.open_cohort(root)
+>>> cohort.modalities
+['he', 'imc']
+>>> img = cohort.image(cohort.tissue_ids("imc")[0], "imc")
+>>> img.ndim
+3
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from spora_sd import layout
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, LayoutNameError
+from spora_sd.io.atomic import is_temporary
+from spora_sd.io.images import ImageMetadata, open_image_levels, read_image_metadata
+from spora_sd.io.masks import read_mask
+from spora_sd.io.tables import parquet_columns, parquet_num_rows, read_table
+from spora_sd.layout import CohortPaths
+
+__all__ = ["Cohort", "open_cohort"]
+
+logger = logging.getLogger(__name__)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(path) if not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _resolutions_in(path: Path) -> list[float]:
+    return sorted(layout.parse_resolution(n) for n in _listdir(path) if layout.is_resolution_name(n))
+
+
+class Cohort:
+    """A spora cohort on disk. Create it with :func:`open_cohort`.
+
+    Attributes
+    ----------
+    path
+        The cohort folder.
+    paths
+        The :class:`~spora_sd.layout.CohortPaths` of the tree.
+    dataset
+        The dataset key (folder name).
+    tissues
+        ``metadata/tissues.parquet`` with ``tissue_id`` as a column.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_dir():
+            raise CohortNotFoundError(f"{self.path}: no such cohort folder")
+        self.paths = CohortPaths(self.path)
+        self.dataset = self.path.name
+        tissues_file = self.paths.tissues
+        if not tissues_file.is_file():
+            raise CohortFormatError(
+                tissues_file, "layout.tissues_missing", "every cohort needs metadata/tissues.parquet"
+            )
+        tissues = read_table(tissues_file)
+        if "tissue_id" not in tissues.columns and "tissue_id" in (tissues.index.names or []):
+            tissues = tissues.reset_index()
+        for column in ("tissue_id", "modality"):
+            if column not in tissues.columns:
+                raise CohortFormatError(tissues_file, "table.column.missing", f"column {column!r} is missing")
+        bad = ~tissues["tissue_id"].astype("string").str.fullmatch(layout.TISSUE_ID_RE.pattern).fillna(False)
+        if bad.any():
+            raise CohortFormatError(
+                tissues_file,
+                "table.column.pattern",
+                f"malformed tissue ids (first: {tissues.loc[bad, 'tissue_id'].iloc[0]!r}); run spora_sd.validate",
+            )
+        self.tissues: pd.DataFrame = tissues
+
+    # ---------------------------------------------------------------------------------------------
+    # what is there
+
+    @functools.cached_property
+    def modalities(self) -> list[str]:
+        """Modalities whose folder exists, sorted."""
+        found = []
+        for name in _listdir(self.path):
+            if name in layout.RESERVED_DIRS:
+                continue
+            try:
+                found.append(layout.check_modality(name))
+            except LayoutNameError:
+                logger.warning("%s: ignoring unknown folder %r", self.path, name)
+        for name in _listdir(self.path / layout.IHC_DIR):
+            try:
+                found.append(layout.check_modality(name))
+            except LayoutNameError:
+                logger.warning("%s: ignoring unknown folder ihc/%r", self.path, name)
+        return sorted(found)
+
+    @property
+    def multiplex_modalities(self) -> list[str]:
+        return [m for m in self.modalities if layout.is_multiplex(m)]
+
+    def resolutions(self, modality: str | None = None) -> list[float]:
+        """Resolutions (mpp) stored for ``modality``, or for any modality or mask when ``None``."""
+        if modality is not None:
+            return _resolutions_in(self.paths.modality_dir(modality))
+        found: set[float] = set(_resolutions_in(self.path / layout.SEGMENTATIONS_DIR))
+        for m in self.modalities:
+            found.update(self.resolutions(m))
+        return sorted(found)
+
+    def mask_resolutions(self) -> list[float]:
+        return _resolutions_in(self.path / layout.SEGMENTATIONS_DIR)
+
+    def tissue_ids(self, modality: str | None = None) -> list[str]:
+        """Tissue ids of the tissues table (for one modality when given), in table order, unique."""
+        t = self.tissues if modality is None else self.tissues[self.tissues["modality"] == modality]
+        return list(dict.fromkeys(t["tissue_id"].astype(str)))
+
+    def _default_resolution(self, modality: str | None, resolution: float | None) -> float:
+        if resolution is not None:
+            return float(resolution)
+        available = self.resolutions(modality)
+        if not available:
+            where = self.paths.modality_dir(modality) if modality else self.path
+            raise CohortNotFoundError(f"{where}: no resolution folder (e.g. 1_0mpp) found")
+        return available[0]
+
+    # ---------------------------------------------------------------------------------------------
+    # channels
+
+    @functools.cache  # noqa: B019 - a Cohort lives as long as its tables are useful
+    def channels(self, modality: str) -> pd.DataFrame:
+        """``<modality>/channels.parquet``: the cohort panel in image order."""
+        return read_table(self.paths.channels(modality))
+
+    @functools.cache  # noqa: B019
+    def channels_per_tissue(self, modality: str) -> pd.DataFrame:
+        """``<modality>/channels_per_tissue.parquet``: boolean tissue x channel matrix, index ``tissue_id``."""
+        cpt = read_table(self.paths.channels_per_tissue(modality))
+        if "tissue_id" in cpt.columns:
+            cpt = cpt.set_index("tissue_id")
+        return cpt
+
+    def panel(self, modality: str) -> list[str]:
+        """Channel names of the cohort panel of ``modality`` (for H&E: ``["R", "G", "B"]``)."""
+        if not layout.is_multiplex(modality):
+            return ["R", "G", "B"] if modality == layout.HE else [modality.removeprefix(layout.IHC_PREFIX)]
+        return self.channels(modality)["channel_name"].astype(str).tolist()
+
+    def tissue_channels(self, tissue_id: str, modality: str) -> list[str]:
+        """Channels measured for one tissue, in panel order (the channels of its image)."""
+        if not layout.is_multiplex(modality):
+            return self.panel(modality)
+        cpt = self.channels_per_tissue(modality)
+        if tissue_id not in cpt.index:
+            raise KeyError(f"{self.paths.channels_per_tissue(modality)}: no row for tissue {tissue_id!r}")
+        row = cpt.loc[tissue_id]
+        return [c for c in self.panel(modality) if bool(row.get(c, False))]
+
+    # ---------------------------------------------------------------------------------------------
+    # images
+
+    def image_path(self, tissue_id: str, modality: str, resolution: float | None = None) -> Path:
+        return self.paths.image(modality, self._default_resolution(modality, resolution), tissue_id)
+
+    def image_tissue_ids(self, modality: str, resolution: float | None = None) -> list[str]:
+        """Tissue ids whose image file exists for ``modality`` at ``resolution`` (a folder listing)."""
+        folder = self.paths.images_dir(modality, self._default_resolution(modality, resolution))
+        return [n.removesuffix(layout.IMAGE_SUFFIX) for n in _listdir(folder) if n.endswith(layout.IMAGE_SUFFIX)]
+
+    def image_metadata(self, tissue_id: str, modality: str, resolution: float | None = None) -> ImageMetadata:
+        return read_image_metadata(self.image_path(tissue_id, modality, resolution))
+
+    def image_levels(self, tissue_id: str, modality: str, resolution: float | None = None) -> list[da.Array]:
+        """Every pyramid level of an image as lazy ``(C, Y, X)`` dask arrays; no pixel is read."""
+        path = self.image_path(tissue_id, modality, resolution)
+        if not path.exists():
+            raise CohortNotFoundError(f"{path}: image not found (missing: {self._relative(path)})")
+        return open_image_levels(path)
+
+    def image(self, tissue_id: str, modality: str, resolution: float | None = None, level: int = 0) -> da.Array:
+        """One pyramid level of an image as a lazy ``(C, Y, X)`` dask array."""
+        return self.image_levels(tissue_id, modality, resolution)[level]
+
+    # ---------------------------------------------------------------------------------------------
+    # cells
+
+    @functools.cached_property
+    def cell_columns(self) -> list[str]:
+        """Columns of ``cells.parquet`` (read from the file footer only)."""
+        if not self.paths.cells.is_file():
+            return []
+        return parquet_columns(self.paths.cells)
+
+    def cells(self, columns: Sequence[str] | None = None, tissues: Sequence[str] | None = None) -> pd.DataFrame:
+        """Read ``cells.parquet``; only ``columns`` (plus the keys) and only ``tissues`` when given."""
+        if not self.paths.cells.is_file():
+            raise CohortNotFoundError(f"{self.paths.cells}: this cohort has no cells table")
+        cols = None
+        if columns is not None:
+            cols = list(dict.fromkeys(["tissue_id", "cell_id", *columns]))
+            cols = [c for c in cols if c in self.cell_columns]
+        filters = [("tissue_id", "in", list(tissues))] if tissues is not None else None
+        df = read_table(self.paths.cells, columns=cols, filters=filters)
+        if "tissue_id" not in df.columns and "tissue_id" in (df.index.names or []):
+            df = df.reset_index()
+        return df
+
+    def intensity_columns(self, modality: str) -> list[str]:
+        """Channels of ``modality`` that have a mean-intensity column in ``cells.parquet``."""
+        present = set(self.cell_columns)
+        return [c for c in self.panel(modality) if c in present]
+
+    # ---------------------------------------------------------------------------------------------
+    # masks
+
+    def _mask_resolution(self, resolution: float | None) -> float:
+        if resolution is not None:
+            return float(resolution)
+        available = self.mask_resolutions()
+        if not available:
+            raise CohortNotFoundError(f"{self.path / layout.SEGMENTATIONS_DIR}: no segmentations found")
+        return available[0]
+
+    def tissue_mask(self, tissue_id: str, resolution: float | None = None) -> np.ndarray:
+        return read_mask(self.paths.tissue_mask(self._mask_resolution(resolution), tissue_id))
+
+    def instance_mask(self, tissue_id: str, resolution: float | None = None) -> np.ndarray:
+        return read_mask(self.paths.instance_mask(self._mask_resolution(resolution), tissue_id))
+
+    def tasks(self, resolution: float | None = None) -> list[str]:
+        """Semantic-mask tasks (``cell_masks/<task>/`` folders) at a resolution."""
+        try:
+            folder = self.paths.cell_masks_dir(self._mask_resolution(resolution))
+        except CohortNotFoundError:
+            return []
+        out = []
+        for name in _listdir(folder):
+            try:
+                out.append(layout.check_task(name))
+            except LayoutNameError:
+                continue
+        return out
+
+    def semantic_mask(self, tissue_id: str, task: str, resolution: float | None = None) -> np.ndarray:
+        return read_mask(self.paths.semantic_mask(self._mask_resolution(resolution), task, tissue_id))
+
+    def label_encoder(self, task: str, resolution: float | None = None) -> dict[str, int]:
+        """Category name -> integer value of a semantic-mask task (first and second column)."""
+        df = read_table(self.paths.label_encoder(self._mask_resolution(resolution), task))
+        if df.shape[1] < 2:
+            raise CohortFormatError(
+                self.paths.label_encoder(self._mask_resolution(resolution), task),
+                "table.column.missing",
+                "a label encoder needs two columns: category name, integer value",
+            )
+        return {str(k): int(v) for k, v in zip(df.iloc[:, 0], df.iloc[:, 1], strict=True)}
+
+    # ---------------------------------------------------------------------------------------------
+    # derived products
+
+    def standardization_specs(self, modality: str, resolution: float | None = None) -> list[tuple[str, str]]:
+        """``(method, param)`` folders present, e.g. ``[("quantile_clipping", "uq_0.99")]``."""
+        root = self.paths.standardization_root(modality, self._default_resolution(modality, resolution))
+        return [(m, p) for m in _listdir(root) for p in _listdir(root / m) if (root / m / p).is_dir()]
+
+    def standardization(
+        self,
+        modality: str,
+        method: str = "quantile_clipping",
+        param: str = "uq_0.99",
+        resolution: float | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """The §6 tables of one standardization spec; both folder spellings (``uq_0.99``, ``uq_0.99_image``)."""
+        mpp = self._default_resolution(modality, resolution)
+        candidates = self.paths.standardization_candidates(modality, mpp, method, param)
+        folder = next((c for c in candidates if c.is_dir()), None)
+        if folder is None:
+            raise CohortNotFoundError(f"no standardization folder; looked for {', '.join(map(str, candidates))}")
+        out = {}
+        for name in layout.STANDARDIZATION_REQUIRED + layout.STANDARDIZATION_OPTIONAL:
+            file = self.paths.standardization_file(folder, name)
+            if file.is_file():
+                df = read_table(file)
+                if "tissue_id" in df.columns:
+                    df = df.set_index("tissue_id")
+                out[name] = df
+        missing = [n for n in layout.STANDARDIZATION_REQUIRED if n not in out]
+        if missing:
+            raise CohortFormatError(folder, "standardization.missing", f"missing required tables: {missing}")
+        return out
+
+    def tilings(self) -> list[tuple[float, str, int]]:
+        """``(resolution, strategy, tile size)`` of every tiling table present."""
+        root = self.path / layout.TILING_DIR
+        out = []
+        for res_name in _listdir(root):
+            if not layout.is_resolution_name(res_name):
+                continue
+            for strategy in _listdir(root / res_name):
+                for name in _listdir(root / res_name / strategy):
+                    try:
+                        size, what = layout.parse_tile_filename(name)
+                    except LayoutNameError:
+                        continue
+                    if what == "coordinates":
+                        out.append((layout.parse_resolution(res_name), strategy, size))
+        return sorted(out)
+
+    def tiling(
+        self, resolution: float | None = None, strategy: str = "default", tile_size: int = 256
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """Tile coordinates (``tissue_id, tile_id, row, col``) and tile stats (or ``None``)."""
+        mpp = self._mask_resolution(resolution) if resolution is None else float(resolution)
+        coords = read_table(self.paths.tile_coordinates(mpp, strategy, tile_size))
+        stats_file = self.paths.tile_stats(mpp, strategy, tile_size)
+        stats = read_table(stats_file) if stats_file.is_file() else None
+        if stats is not None and "tissue_id" in stats.columns:
+            stats = stats.set_index("tissue_id")
+        return coords, stats
+
+    # ---------------------------------------------------------------------------------------------
+    # partial copies
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.path).as_posix()
+        except ValueError:
+            return str(path)
+
+    @functools.cached_property
+    def missing(self) -> list[str]:
+        """Files the tissues table implies but that are not on disk (e.g. after a partial rclone copy).
+
+        Lists a whole modality folder once when it is absent, instead of each of its images.
+        """
+        out: list[str] = []
+        for modality, group in self.tissues.groupby("modality", sort=True):
+            modality = str(modality)
+            try:
+                mdir = self.paths.modality_dir(modality)
+            except LayoutNameError:
+                continue
+            if not mdir.is_dir():
+                out.append(self._relative(mdir) + "/")
+                continue
+            if layout.is_multiplex(modality):
+                for table in (self.paths.channels(modality), self.paths.channels_per_tissue(modality)):
+                    if not table.is_file():
+                        out.append(self._relative(table))
+            for mpp in self.resolutions(modality):
+                present = set(self.image_tissue_ids(modality, mpp))
+                for tid in group["tissue_id"].astype(str):
+                    if tid not in present:
+                        out.append(self._relative(self.paths.image(modality, mpp, tid)))
+        mask_res = self.mask_resolutions()
+        if mask_res:
+            finest = mask_res[0]
+            if self.paths.instance_masks_dir(finest).is_dir() and not self.paths.cells.is_file():
+                out.append(self._relative(self.paths.cells))
+        return out
+
+    @property
+    def leftover_temporary_files(self) -> list[str]:
+        """Temporary names left by an interrupted write (top two levels only; cheap)."""
+        out = []
+        for base in [self.path, *(self.path / n for n in _listdir(self.path))]:
+            try:
+                names = os.listdir(base)
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            out.extend(self._relative(base / n) for n in names if is_temporary(n))
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """A JSON-serialisable summary: tissues, modalities, channels, resolutions, cells, what is missing."""
+        info: dict = {
+            "dataset": self.dataset,
+            "path": str(self.path),
+            "n_tissues": len(self.tissue_ids()),
+            "modalities": {},
+            "mask_resolutions": self.mask_resolutions(),
+            "tasks": self.tasks() if self.mask_resolutions() else [],
+            "n_cells": None,
+            "missing": self.missing,
+        }
+        for m in self.modalities:
+            entry: dict = {"n_tissues": len(self.tissue_ids(m)), "resolutions": self.resolutions(m)}
+            if layout.is_multiplex(m) and self.paths.channels(m).is_file():
+                entry["n_channels"] = len(self.panel(m))
+                entry["channels"] = self.panel(m)
+            info["modalities"][m] = entry
+        if self.paths.cells.is_file():
+            info["n_cells"] = parquet_num_rows(self.paths.cells)
+        return info
+
+    def __repr__(self) -> str:
+        return (
+            f"Cohort({self.dataset!r}, tissues={len(self.tissue_ids())}, modalities={self.modalities}, "
+            f"resolutions={self.resolutions()})"
+        )
+
+
+def open_cohort(cohort: str | os.PathLike[str] | Cohort, *, datasets_dir: str | Path | None = None) -> Cohort:
+    """Open a spora cohort; reads ``tissues.parquet`` and folder listings only, never a pixel.
+
+    The one way to open a cohort: every entry point (``to_spatialdata``, ``compute_*``, ``TileDataset``,
+    the CLI) goes through it, so each accepts the same three spellings.
+
+    Parameters
+    ----------
+    cohort
+        The cohort folder (``.../<dataset>``), a dataset key (``"jackson2020single"``) or an alias
+        (``"jackson2020"``) found under ``$SPORA_DATASETS_DIR`` (see
+        :func:`spora_sd.resolve_cohort`), or an already opened :class:`Cohort` (returned as is).
+    datasets_dir
+        Folder to look up keys and aliases in, instead of ``$SPORA_DATASETS_DIR``.
+
+    Raises
+    ------
+    CohortNotFoundError
+        When no such folder exists; the message says where it looked and how to get the cohort.
+
+    Examples
+    --------
+    >>> import spora_sd, tempfile
+    >>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=2, image_size=128, n_cells=20)
+    >>> spora_sd.open_cohort(root).dataset
+    'synthetic2025cohort'
+    >>> spora_sd.open_cohort("synthetic2025cohort", datasets_dir=root.parent).path == root
+    True
+    """
+    if isinstance(cohort, Cohort):
+        return cohort
+    from spora_sd.datasets.registry import resolve_cohort
+
+    return Cohort(resolve_cohort(cohort, datasets_dir=datasets_dir))

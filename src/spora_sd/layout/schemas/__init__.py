@@ -1,0 +1,22 @@
+"""The JSON Schemas of the layout's tables: loading (:mod:`.loading`), the column checker
+(:mod:`.checker`) and the Markdown rendering for the docs (:mod:`.markdown`).
+
+>>> from spora_sd.layout.schemas import SCHEMA_KINDS
+>>> SCHEMA_KINDS[:2]
+('tissues', 'cells')
+"""
+
+from spora_sd.layout.schemas.checker import check_table, ensure_valid_table
+from spora_sd.layout.schemas.loading import DTYPE_FAMILIES, RULES, SCHEMA_KINDS, load_schema, schema_dir
+from spora_sd.layout.schemas.markdown import schema_markdown
+
+__all__ = [
+    "DTYPE_FAMILIES",
+    "RULES",
+    "SCHEMA_KINDS",
+    "check_table",
+    "ensure_valid_table",
+    "load_schema",
+    "schema_dir",
+    "schema_markdown",
+]

@@ -1,0 +1,65 @@
+"""Masks: npz with key 'mask', never unpickled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spora_sd.errors import CohortFormatError
+from spora_sd.io.masks import read_mask, read_mask_shape, write_mask
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "int32", "int64", "bool"])
+def test_round_trip(tmp_path: Path, dtype: str) -> None:
+    mask = (np.arange(35).reshape(5, 7) % 3).astype(dtype)
+    path = write_mask(tmp_path / "m.npz", mask)
+    back = read_mask(path)
+    assert back.dtype == mask.dtype
+    np.testing.assert_array_equal(back, mask)
+    assert read_mask_shape(path) == ((5, 7), np.dtype(dtype))
+    assert sorted(np.load(path).files) == ["mask"]
+
+
+def test_pickled_mask_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.npz"
+    np.savez(path, mask=np.array([[object()]], dtype=object))
+    with pytest.raises(CohortFormatError, match=r"mask.pickled") as exc:
+        read_mask(path)
+    assert str(path) in str(exc.value)
+    with pytest.raises(CohortFormatError, match=r"mask.pickled"):
+        read_mask_shape(path)
+
+
+def test_missing_key(tmp_path: Path) -> None:
+    path = tmp_path / "m.npz"
+    np.savez_compressed(path, labels=np.zeros((2, 2)))
+    with pytest.raises(CohortFormatError, match=r"mask.key"):
+        read_mask(path)
+    with pytest.raises(CohortFormatError, match=r"mask.key"):
+        read_mask_shape(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04garbage"])
+def test_unreadable(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "m.npz"
+    path.write_bytes(content)
+    with pytest.raises(CohortFormatError, match=r"mask.unreadable"):
+        read_mask(path)
+
+
+def test_truncated(tmp_path: Path) -> None:
+    path = write_mask(tmp_path / "m.npz", np.random.default_rng(0).integers(0, 9, (200, 200)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CohortFormatError, match=r"mask.unreadable"):
+        read_mask(path)
+
+
+def test_writer_refuses_bad_masks(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        write_mask(tmp_path / "m.npz", np.zeros((2, 2, 2)))
+    with pytest.raises(ValueError, match="pickle"):
+        write_mask(tmp_path / "m.npz", np.array([[None]], dtype=object))
+    assert not (tmp_path / "m.npz").exists()
