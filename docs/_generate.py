@@ -39,7 +39,12 @@ def generate(out: Path) -> None:
     from spora_sd.layout.schemas import SCHEMA_KINDS, load_schema, schema_markdown
     from spora_sd.validation.validator import RULES as STRUCTURE_RULES
 
-    parts = ["# Table schemas\n", "Generated from `schemas/*.schema.json`, the files the validator applies.\n"]
+    parts = [
+        "# Table schemas\n",
+        "Generated from `schemas/<kind>.schema.json`, the files the validator applies. The one other file there, "
+        '`spora_attrs.schema.json`, is not a table: it describes `sdata.attrs["spora"]` '
+        "(see {mod}`spora_sd.convert.attrs`).\n",
+    ]
     for kind in SCHEMA_KINDS:
         schema = load_schema(kind)
         parts.append(f"\n## `{kind}`\n\n{schema.get('description', '')}\n\n{schema_markdown(kind)}\n")

@@ -1,8 +1,8 @@
 """spora-sd: spatial proteomics cohorts (the spora layout) as first-class SpatialData citizens.
 
 >>> import spora_sd
->>> sorted(spora_sd.__all__)[:3]
-['Cohort', 'CohortFormatError', 'CohortNotFoundError']
+>>> [name for name in ("open_cohort", "to_spatialdata", "SporaError") if name in spora_sd.__all__]
+['open_cohort', 'to_spatialdata', 'SporaError']
 
 Submodules are imported on first use (as spatialdata does), so ``import spora_sd`` stays fast and
 does not pull in spatialdata, squidpy or lamindb until they are needed.
@@ -34,15 +34,33 @@ _LAZY_IMPORTS: dict[str, str] = {
     "CohortFormatError": "spora_sd.errors",
     "CohortNotFoundError": "spora_sd.errors",
     "LayoutNameError": "spora_sd.errors",
+    "ExportInputError": "spora_sd.errors",
+    "InvalidArgumentError": "spora_sd.errors",
+    "TargetExistsError": "spora_sd.errors",
+    "MetadataError": "spora_sd.errors",
+    "ArtifactNotFoundError": "spora_sd.errors",
+    "TermNotFoundError": "spora_sd.errors",
+    "AmbiguousTermError": "spora_sd.errors",
+    "AttrsFormatError": "spora_sd.errors",
+    "AttrsVersionError": "spora_sd.errors",
 }
 
 __all__ = [
+    "AmbiguousTermError",
+    "ArtifactNotFoundError",
+    "AttrsFormatError",
+    "AttrsVersionError",
     "Cohort",
     "CohortFormatError",
     "CohortNotFoundError",
+    "ExportInputError",
+    "InvalidArgumentError",
     "LayoutNameError",
+    "MetadataError",
     "Problem",
     "SporaError",
+    "TargetExistsError",
+    "TermNotFoundError",
     "ValidationReport",
     "cohorts",
     "compute_cell_intensities",
@@ -61,7 +79,21 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs
     from spora_sd.convert.to_spatialdata import to_spatialdata
     from spora_sd.datasets.registry import cohorts, resolve_cohort
     from spora_sd.datasets.synthetic import make_synthetic_cohort
-    from spora_sd.errors import CohortFormatError, CohortNotFoundError, LayoutNameError, SporaError
+    from spora_sd.errors import (
+        AmbiguousTermError,
+        ArtifactNotFoundError,
+        AttrsFormatError,
+        AttrsVersionError,
+        CohortFormatError,
+        CohortNotFoundError,
+        ExportInputError,
+        InvalidArgumentError,
+        LayoutNameError,
+        MetadataError,
+        SporaError,
+        TargetExistsError,
+        TermNotFoundError,
+    )
     from spora_sd.io.cohort import Cohort, open_cohort
     from spora_sd.report import Problem, ValidationReport
     from spora_sd.stats.intensities import compute_cell_intensities

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from spora_sd.cli.app import app
@@ -77,3 +78,72 @@ def test_help_lists_commands() -> None:
     assert result.exit_code == 0
     for command in ("validate", "info", "make-synthetic", "demo"):
         assert command in result.output
+
+
+# --------------------------------------------------------------------------------------------------
+# the report never cuts a file name
+
+
+@pytest.fixture(scope="module")
+def broken_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A cohort whose problem lies deep in the tree: an instance mask that is not a readable .npz."""
+    import spora_sd
+
+    root = spora_sd.make_synthetic_cohort(
+        tmp_path_factory.mktemp("a_rather_long_folder_name_for_the_report") / "deep",
+        name="reportwidth2025deepcohort",
+        n_tissues=2,
+        image_size=64,
+        n_cells=10,
+    )
+    mask = sorted((root / "segmentations" / "1_0mpp" / "cell_masks" / "instances").glob("*.npz"))[0]
+    mask.write_bytes(b"not a zip file")
+    return root, mask.relative_to(root).as_posix()
+
+
+def test_validate_in_a_pipe_prints_whole_paths_one_problem_a_line(broken_cohort: tuple[Path, str]) -> None:
+    root, rel = broken_cohort
+    result = runner.invoke(app, ["validate", str(root)])  # CliRunner's stdout is not a terminal
+    assert result.exit_code == 1, result.output
+    assert "…" not in result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{root}: INVALID (checked ")  # the cohort's path is whole too
+    problems = [line.split("\t") for line in lines[1:]]
+    assert problems and all(len(fields) == 4 for fields in problems), lines
+    assert ["error", rel, "mask.unreadable"] in [fields[:3] for fields in problems]
+    assert sum(rel in line for line in lines) >= 1 and len(rel) > 80  # longer than a default terminal
+
+
+def _column(output: str, index: int) -> list[str]:
+    """The cells of one column of a rich table, each row's folded pieces joined back together."""
+    rows: list[str] = []
+    for line in output.splitlines():
+        parts = line.split("│")
+        if len(parts) < 6:
+            continue  # a border, the header or the title
+        if parts[1].strip():  # the severity starts a new row
+            rows.append("")
+        rows[-1] += parts[index + 1].strip()
+    return rows
+
+
+def test_print_report_on_a_terminal_folds_never_truncates(broken_cohort: tuple[Path, str]) -> None:
+    import io
+
+    from rich.console import Console
+
+    from spora_sd.cli.cohort import print_report
+    from spora_sd.validation.validator import validate
+
+    root, rel = broken_cohort
+    report = validate(root)
+    buffer = io.StringIO()
+    print_report(report, Console(file=buffer, width=60, force_terminal=True, color_system=None))
+    output = buffer.getvalue()
+    assert "…" not in output
+    assert max(len(line) for line in output.splitlines()) <= 60
+    assert rel not in output  # too long for a 60-column table: folded onto several lines...
+    files = _column(output, 1)
+    assert files == [p.file for p in report.problems]  # ...every character kept, in order
+    assert rel in files
+    assert _column(output, 2) == [p.rule for p in report.problems]

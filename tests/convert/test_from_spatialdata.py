@@ -202,6 +202,50 @@ def test_cell_ids_must_match_the_mask(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # the half-written export was removed
 
 
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    """One run names every problem of every element and table, as spatialdata's validation does."""
+    images = {
+        "s1_image": _image(["CD3E", "CD3E"], (40, 50), "s1"),  # repeated channel names
+        "s2_image": _image(["CD3E", "DNA1"], (30, 70), "s2", scale=None),  # no Scale, no mpp argument
+    }
+    labels = {
+        "s1_labels": _labels((40, 50), 6, "s1"),
+        "s3_labels": _labels((20, 20), 4, "s3"),  # annotated, but no image of its size
+    }
+    table = _table({"s1_labels": 6, "s3_labels": 4}, ["CD3E", "DNA1"], obs_extra={"tissue_id": ["x"] * 10})
+    sdata = sd.SpatialData(images=images, labels=labels, tables={"table": table})
+    with pytest.raises(ExportInputError) as caught:
+        from_spatialdata(sdata, tmp_path / "broken2025x")
+    error = caught.value
+    assert isinstance(error, spora_sd.SporaError) and isinstance(error, ValueError)
+    assert len(error.problems) == 4, error.problems
+    message = str(error)
+    assert message.startswith("4 problems")
+    assert "image 's1_image': channel names must be unique, repeated: ['CD3E']" in message
+    assert "microns per pixel unknown: image 's2_image'" in message
+    assert "labels 's3_labels' (annotated by table 'table') have no image element" in message
+    assert "table 'table': obs columns ['tissue_id'] would be overwritten" in message
+    assert all(problem in message for problem in error.problems)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_reverse_map_problems_are_reported_at_once(tmp_path: Path) -> None:
+    sdata = spora_sd.to_spatialdata(
+        spora_sd.make_synthetic_cohort(tmp_path / "src", n_tissues=2, image_size=48, n_cells=5)
+    )
+    elements = sdata.attrs["spora"]["elements"]
+    images = sorted(n for n, e in elements.items() if e["kind"] == "image")
+    elements[images[0]]["tissue_id"] = "not a tissue id"
+    elements[images[1]]["modality"] = "Not-A-Modality"
+    sdata.tables["cells"].obs = sdata.tables["cells"].obs.drop(columns="tissue_id")
+    with pytest.raises(ExportInputError) as caught:
+        from_spatialdata(sdata, tmp_path / "again2025x")
+    problems = caught.value.problems
+    assert len(problems) == 3, problems
+    assert images[0] in problems[0] and images[1] in problems[1]
+    assert "table 'cells'" in problems[2] and "tissue_id" in problems[2]
+
+
 # --------------------------------------------------------------------------------------------------
 # other producers: MCMICRO
 

@@ -7,7 +7,6 @@ derived products (standardization statistics, tilings) recomputed to the same ta
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -18,41 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import spora_sd
-from spora_sd.io.images import open_image_levels
-from spora_sd.io.masks import read_mask
-
-
-def _files(root: Path) -> set[str]:
-    """Every file and folder of a cohort, relative, with OME-Zarr images as one entry each."""
-    out = set()
-    for path in root.rglob("*"):
-        rel = path.relative_to(root).as_posix()
-        if ".ome.zarr/" not in rel:
-            out.add(rel)
-    return out
-
-
-def assert_cohorts_equal(a: Path, b: Path) -> None:
-    """``b`` holds the same files as ``a``, with equal content; the message names the first difference."""
-    files = _files(a)
-    assert files == _files(b), (
-        f"only in {a.name}: {sorted(files - _files(b))}; only in copy: {sorted(_files(b) - files)}"
-    )
-    for rel in sorted(files):
-        x, y = a / rel, b / rel
-        if rel.endswith(".parquet"):
-            pd.testing.assert_frame_equal(pd.read_parquet(x), pd.read_parquet(y), obj=rel)
-        elif rel.endswith(".npz"):
-            mx, my = read_mask(x), read_mask(y)
-            assert mx.dtype == my.dtype and np.array_equal(mx, my), rel
-        elif rel.endswith(".ome.zarr"):
-            lx, ly = open_image_levels(x), open_image_levels(y)
-            assert len(lx) == len(ly), rel
-            for level, (u, v) in enumerate(zip(lx, ly, strict=True)):
-                assert u.dtype == v.dtype and np.array_equal(np.asarray(u), np.asarray(v)), f"{rel}/{level}"
-                meta = [json.loads((p / str(level) / "zarr.json").read_text()) for p in (x, y)]
-                assert meta[0] == meta[1], f"{rel}/{level}/zarr.json"
-            assert json.loads((x / "zarr.json").read_text()) == json.loads((y / "zarr.json").read_text()), rel
+from spora_sd.testing import assert_cohorts_equal
 
 
 def _not_tile_multiple(n: int) -> bool:

@@ -20,10 +20,12 @@ from xarray import DataTree
 
 import spora_sd
 from spora_sd.convert import element_names
+from spora_sd.convert.attrs import ATTRS_KEY
 from spora_sd.convert.to_spatialdata import convert, to_spatialdata, write_spatialdata
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.io.cohort import open_cohort
 from spora_sd.io.masks import read_mask
+from spora_sd.testing import assert_sdata_equal
 
 DATASET = "sdtest2025cohort"
 
@@ -56,34 +58,6 @@ def cohort(cohort_path: Path):
     return open_cohort(cohort_path)
 
 
-@pytest.fixture
-def assert_identical(request: pytest.FixtureRequest):
-    """spatialdata's whole-object comparison. It imports anndata's and dask's test helpers, whose marks
-    must be known under --strict-markers (tests/lamin/conftest.py registers them too, for the full run)."""
-    for line in (
-        "gpu: anndata test mark",
-        "skip_with_pyarrow_strings: dask test mark",
-        "array_api: anndata test mark (anndata >= 0.13)",
-    ):
-        request.config.addinivalue_line("markers", line)
-    from spatialdata.testing import assert_spatial_data_objects_are_identical
-
-    def check(sdata0: spatialdata.SpatialData, sdata1: spatialdata.SpatialData) -> None:
-        # spatialdata writes an image's Scale(y, x) as Scale(c, y, x) (its own parse() does the same):
-        # compare everything else exactly, and the transformations as affine matrices in (x, y)
-        assert_spatial_data_objects_are_identical(sdata0, sdata1, check_transformations=False)
-        for _, name, element in sdata0.gen_spatial_elements():
-            t0 = get_transformation(element, get_all=True)
-            t1 = get_transformation(sdata1[name], get_all=True)
-            assert t0.keys() == t1.keys()
-            for cs in t0:
-                axes = ("x", "y")
-                m0 = t0[cs].to_affine_matrix(input_axes=axes, output_axes=axes)
-                np.testing.assert_array_equal(m0, t1[cs].to_affine_matrix(input_axes=axes, output_axes=axes))
-
-    return check
-
-
 def _scale0(element):
     return element["scale0"]["image"] if isinstance(element, DataTree) else element
 
@@ -103,7 +77,7 @@ def test_one_coordinate_system_per_tissue_in_micrometers(sdata, cohort) -> None:
 
 
 def test_element_names_and_reverse_map(sdata, cohort) -> None:
-    elements = sdata.attrs[element_names.ATTRS_KEY]["elements"]
+    elements = sdata.attrs[ATTRS_KEY]["elements"]
     names = {name for _, name, _ in sdata.gen_spatial_elements()}
     assert names == set(elements)
     for tid in cohort.tissue_ids():
@@ -151,8 +125,8 @@ def test_labels_match_the_masks_and_keep_category_names(sdata, cohort) -> None:
     np.testing.assert_array_equal(tissue.data.compute(), cohort.tissue_mask(tid))
     semantic = sdata.labels[element_names.labels_name(tid, "cell_types")]
     encoder = cohort.label_encoder("cell_types")
-    assert semantic.attrs[element_names.ATTRS_KEY] == {"task": "cell_types", "categories": encoder}
-    assert sdata.attrs[element_names.ATTRS_KEY]["label_encoders"] == {"cell_types": encoder}
+    assert semantic.attrs[ATTRS_KEY] == {"task": "cell_types", "categories": encoder}
+    assert sdata.attrs[ATTRS_KEY]["label_encoders"] == {"cell_types": encoder}
     assert set(np.unique(semantic.data.compute())) <= {0, *encoder.values()}
 
 
@@ -405,22 +379,22 @@ def test_channel_count_mismatch_names_the_file(cohort_path: Path, tmp_path: Path
 # the tools users reach for
 
 
-def test_write_then_read_zarr_gives_equal_elements(sdata, tmp_path: Path, assert_identical) -> None:
+def test_write_then_read_zarr_gives_equal_elements(sdata, tmp_path: Path) -> None:
     path = tmp_path / "c.zarr"
     sdata.write(path)
     try:
         back = spatialdata.read_zarr(path)
-        assert_identical(sdata, back)
+        assert_sdata_equal(sdata, back)
     finally:
         sdata.path = None  # the session object stays unbacked for the other tests
 
 
-def test_write_spatialdata_is_atomic_and_equal(cohort, tmp_path: Path, assert_identical) -> None:
+def test_write_spatialdata_is_atomic_and_equal(cohort, tmp_path: Path) -> None:
     small = to_spatialdata(cohort, tissues=cohort.tissue_ids("he")[:1])
     path = tmp_path / "w.zarr"
     assert write_spatialdata(small, path, progress=True) == path
     assert small.path == path
-    assert_identical(small, spatialdata.read_zarr(path))
+    assert_sdata_equal(small, spatialdata.read_zarr(path))
     assert [p.name for p in tmp_path.iterdir()] == ["w.zarr"]  # no temporary left behind
     with pytest.raises(FileExistsError):
         write_spatialdata(small, path)

@@ -70,7 +70,7 @@ def test_bio_and_tech_are_plain_strings() -> None:
 
 
 def test_unknown_name_lists_the_available_ones() -> None:
-    with pytest.raises(KeyError, match="jackson2020single"):
+    with pytest.raises(CohortNotFoundError, match=r"'nosuch2025cohort'.*jackson2020single"):
         cohort_info("nosuch2025cohort")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from spora_sd.lamin import MetadataError, TermNotFoundError, get_artifact, load, register, search
+from spora_sd.testing import assert_sdata_equal
 
 LUNG = "lung2024synthetic"
 TNBC = "tnbc2024synthetic"
@@ -34,44 +35,6 @@ def cohorts(lamin, synthetic_paths) -> dict[str, Any]:
         tnbc_sdata = spora_sd.to_spatialdata(synthetic_paths["tnbc"], bio=TNBC_BIO, tech={"assay": "IMC"})
         _REGISTERED[lamin.name] = {"lung": (None, lung), "tnbc": (tnbc_sdata, register(tnbc_sdata))}
     return _REGISTERED[lamin.name]
-
-
-def _with_str_names(sdata: Any) -> Any:
-    """A copy whose tables' obs/var names have the same string dtype, whatever pandas reads back."""
-    from spatialdata import SpatialData
-
-    tables = {}
-    for name, table in sdata.tables.items():
-        table = table.copy()
-        table.obs_names = table.obs_names.astype(str)
-        table.var_names = table.var_names.astype(str)
-        tables[name] = table
-    return SpatialData(images=dict(sdata.images), labels=dict(sdata.labels), tables=tables, attrs=dict(sdata.attrs))
-
-
-def assert_sdata_equal(expected: Any, actual: Any) -> None:
-    """Same elements, values, transformations and attrs.
-
-    Transformations are compared as affine matrices over (x, y): after a round trip through zarr,
-    spatialdata gives an image's ``Scale`` over (c, y, x), which its own ``__eq__`` cannot compare
-    with the (y, x) original. Table indexes are compared as strings: with pandas 3 (Python 3.12 here)
-    an object index is read back with pandas' string dtype.
-    """
-    import numpy as np
-    from spatialdata.testing import assert_spatial_data_objects_are_identical
-    from spatialdata.transformations import get_transformation
-
-    assert_spatial_data_objects_are_identical(
-        _with_str_names(expected), _with_str_names(actual), check_transformations=False
-    )
-    for _, name, element in expected.gen_spatial_elements():
-        for system, transform in get_transformation(element, get_all=True).items():
-            other = get_transformation(actual[name], to_coordinate_system=system)
-            axes = ("x", "y")
-            np.testing.assert_allclose(
-                transform.to_affine_matrix(axes, axes), other.to_affine_matrix(axes, axes), err_msg=f"{name}/{system}"
-            )
-    assert actual.attrs == expected.attrs
 
 
 def _keys(df) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import string
 from pathlib import Path
 
@@ -172,3 +173,186 @@ def test_tile_filenames() -> None:
         layout.parse_tile_filename("x_tile_stats.parquet")
     with pytest.raises(LayoutNameError):
         layout.CohortPaths("/c").tile_stats(1.0, "default", 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# standardization parameter folders
+
+quantiles = st.floats(min_value=1e-4, max_value=1.0, allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.parametrize(
+    ("upper", "lower", "name"),
+    [(0.99, None, "uq_0.99"), (0.995, 0.01, "uq_0.995_lq_0.01"), (1, 0, "uq_1.0_lq_0.0"), (0.5, None, "uq_0.5")],
+)
+def test_standardization_param_examples(upper: float, lower: float | None, name: str) -> None:
+    assert layout.format_standardization_param(upper, lower) == name
+    assert layout.parse_standardization_param(name) == (float(upper), None if lower is None else float(lower))
+    # spora-io's spelling of the same folder
+    image = f"{name}{layout.STANDARDIZATION_IMAGE_SUFFIX}"
+    assert layout.parse_standardization_param(image) == layout.parse_standardization_param(name)
+    assert layout.standardization_param_spellings(name) == (name, image)
+    assert layout.standardization_param_spellings(image) == (name, image)
+
+
+@given(quantiles, st.one_of(st.none(), quantiles))
+def test_standardization_param_round_trip(upper: float, lower: float | None) -> None:
+    if lower is not None and not lower < upper:
+        with pytest.raises(LayoutNameError):
+            layout.format_standardization_param(upper, lower)
+        return
+    try:
+        name = layout.format_standardization_param(upper, lower)
+    except LayoutNameError:  # printed in scientific notation: no folder name
+        assert "e" in repr(upper) or "e" in repr(lower)
+        return
+    assert layout.parse_standardization_param(name) == (upper, lower)
+    assert layout.format_standardization_param(*layout.parse_standardization_param(name)) == name
+    # every name it makes is a valid path component
+    assert layout.CohortPaths("/c").standardization_dir("imc", 1.0, "quantile_clipping", name).name == name
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "uq_",
+        "uq_0.99_",
+        "uq_1.5",
+        "uq_0.5_lq_0.7",
+        "uq_0.5_lq_0.5",
+        "uq_0.99_lq_",
+        "uq_-0.1",
+        "uq_0.9.9",
+        "uq_1e-05",
+        "UQ_0.99",
+        "lq_0.01",
+        "uq_0.99_images",
+        "uq_0.99_image_image",
+        "quantile_clipping/uq_0.99",
+        None,
+        0.99,
+    ],
+)
+def test_parse_standardization_param_refuses(bad: object) -> None:
+    with pytest.raises(LayoutNameError):
+        layout.parse_standardization_param(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("upper", "lower"),
+    [
+        (1.5, None),
+        (-0.1, None),
+        (True, None),
+        ("x", None),
+        (None, None),
+        (float("nan"), None),
+        (1e-5, None),
+        (0.5, 0.7),
+        (0.5, 0.5),
+        (0.99, -0.01),
+    ],
+)
+def test_format_standardization_param_refuses(upper: object, lower: object) -> None:
+    with pytest.raises(LayoutNameError):
+        layout.format_standardization_param(upper, lower)  # type: ignore[arg-type]
+
+
+def test_standardization_candidates_are_both_spellings() -> None:
+    paths = layout.CohortPaths("/c")
+    for param in ("uq_0.99", "uq_0.99_image"):
+        found = paths.standardization_candidates("imc", 1.0, "quantile_clipping", param)
+        assert [p.name for p in found] == ["uq_0.99", "uq_0.99_image"]
+
+
+def test_vocabulary_is_exported() -> None:
+    for name in (
+        "HE_CHANNELS",
+        "STANDARDIZATION_IMAGE_SUFFIX",
+        "SPATIALDATA_IO_IMAGE_SUFFIX",
+        "TABLE_SUFFIX",
+        "DEFAULT_STANDARDIZATION_PARAM",
+        "format_standardization_param",
+        "parse_standardization_param",
+        "standardization_param_spellings",
+    ):
+        assert name in layout.__all__ and hasattr(layout, name)
+    assert layout.HE_CHANNELS == ("R", "G", "B")
+    assert layout.parse_standardization_param(layout.DEFAULT_STANDARDIZATION_PARAM) == (0.99, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# one place for every spelling: no module outside layout/ spells the spec itself
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "spora_sd"
+
+#: Spellings of the spec that only layout/names.py may write (exact string constants).
+SPELLINGS = {
+    "metadata",
+    "segmentations",
+    "tissue_masks",
+    "cell_masks",
+    "tissues.parquet",
+    "cells.parquet",
+    "channels.parquet",
+    "channels_per_tissue.parquet",
+    "label_encoder.parquet",
+    ".parquet",
+    ".ome.zarr",
+    ".npz",
+    "_image",
+}
+#: Prefixes of spellings (standardization parameter folders).
+PREFIXES = ("uq_", "_lq_")
+#: (file, constant) pairs that are the same word but not the spec's spelling.
+ALLOWED = {
+    ("convert/plan_from_attrs.py", "metadata"),  # the key of a column in pyarrow's pandas metadata
+}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def _spellings_outside_layout(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("layout/"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                value = node.value
+                if (value in SPELLINGS or value.startswith(PREFIXES)) and (rel, value) not in ALLOWED:
+                    found.append(f"{rel}:{node.lineno}: {value!r}")
+            elif isinstance(node, ast.List | ast.Tuple):
+                values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+                if values == ["R", "G", "B"]:
+                    found.append(f"{rel}:{node.lineno}: the H&E channels (use layout.HE_CHANNELS)")
+    return found
+
+
+def test_spellings_of_the_spec_live_in_layout_only() -> None:
+    found = _spellings_outside_layout(SRC)
+    assert found == [], "spell these with spora_sd.layout's constants:\n" + "\n".join(found)
+
+
+def test_the_spelling_check_sees_a_violation(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(
+        '"""Docstrings may say metadata/tissues.parquet and uq_0.99."""\n'
+        'A = "tissues.parquet"\n'
+        'B = f"uq_{0.99}"\n'
+        'C = ["R", "G", "B"]\n'
+        "D = root / 'segmentations'\n"
+    )
+    found = _spellings_outside_layout(tmp_path)
+    assert len(found) == 4 and all(f.startswith("m.py:") for f in found), found

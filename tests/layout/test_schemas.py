@@ -19,11 +19,13 @@ from spora_sd.errors import CohortFormatError
 from spora_sd.io.tables import read_table_checked
 from spora_sd.layout import HE, MULTIPLEX_MODALITIES, compose_tissue_id, patient_hash
 from spora_sd.layout.schemas import (
+    ATTRS_SCHEMA_FILE,
     DTYPE_FAMILIES,
     RULES,
     SCHEMA_KINDS,
     check_table,
     ensure_valid_table,
+    load_attrs_schema,
     load_schema,
     schema_dir,
     schema_markdown,
@@ -149,12 +151,18 @@ def rules(problems) -> list[str]:
 
 def test_schema_files_are_the_kinds_and_valid_json_schema():
     files = sorted(p.name for p in schema_dir().glob("*.schema.json"))
-    assert files == sorted(f"{kind}.schema.json" for kind in SCHEMA_KINDS)
+    # every file is a table kind, except the one schema of sdata.attrs["spora"]
+    assert files == sorted([*(f"{kind}.schema.json" for kind in SCHEMA_KINDS), ATTRS_SCHEMA_FILE])
     for kind in SCHEMA_KINDS:
         schema = load_schema(kind)
         Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["x-kind"] == kind
+    attrs_schema = load_attrs_schema()
+    Draft202012Validator.check_schema(attrs_schema)
+    assert attrs_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "x-kind" not in attrs_schema and attrs_schema["$id"] and attrs_schema["title"]
+    assert ATTRS_SCHEMA_FILE.removesuffix(".schema.json") not in SCHEMA_KINDS
 
 
 def test_top_level_schemas_folder_is_a_relative_link_to_the_package_schemas():

@@ -10,9 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from spora_sd.cli.errors import console, csv_list, handle_errors
+from spora_sd.cli.errors import console as stdout_console
+from spora_sd.errors import CohortNotFoundError
 
 __all__ = ["convert", "export", "info", "make_synthetic", "print_report", "standardize", "tile", "validate"]
 
@@ -38,17 +42,37 @@ def validate(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def print_report(report: Any) -> None:
-    """Print a validation report as a rich table."""
-    status = "[green]valid[/]" if report.ok else "[red]INVALID[/]"
+def print_report(report: Any, console: Console | None = None) -> None:
+    """Print a validation report, never cutting a file name.
+
+    On a terminal: a table whose columns wrap (long paths are folded onto several lines, never
+    shortened with an ellipsis). Elsewhere (CI logs, a pipe to ``grep``): one problem per line,
+    ``severity<TAB>file<TAB>rule<TAB>message``, whole and unwrapped.
+    """
+    out = stdout_console if console is None else console
     checked = ", ".join(f"{n} {k}" for k, n in sorted(report.checked.items())) or "nothing"
-    console.print(f"{report.root}: {status} (checked {checked})")
+    if not out.is_terminal:
+        # straight to the file: rich would wrap long lines and expand the tabs
+        lines = [f"{report.root}: {'valid' if report.ok else 'INVALID'} (checked {checked})"]
+        lines += ["\t".join(_one_line(t) for t in (p.severity, p.file, p.rule, p.message)) for p in report.problems]
+        out.file.write("".join(f"{line}\n" for line in lines))
+        out.file.flush()
+        return
+    status = Text("valid", style="green") if report.ok else Text("INVALID", style="red")
+    out.print(Text.assemble(f"{report.root}: ", status, f" (checked {checked})"), overflow="fold")
     if report.problems:
-        table = Table("severity", "file", "rule", "message", show_lines=False)
+        table = Table(show_lines=False)
+        for header in ("severity", "file", "rule", "message"):
+            table.add_column(header, overflow="fold")
         for p in report.problems:
             color = "red" if p.severity == "error" else "yellow"
-            table.add_row(f"[{color}]{p.severity}[/]", p.file, p.rule, p.message)
-        console.print(table)
+            table.add_row(Text(p.severity, style=color), Text(p.file), Text(p.rule), Text(p.message))
+        out.print(table)
+
+
+def _one_line(text: object) -> str:
+    """A field of a plain report line: no tab or line break of its own."""
+    return " ".join(str(text).replace("\t", " ").splitlines())
 
 
 @handle_errors
@@ -214,7 +238,9 @@ def standardize(
     opened = open_cohort(cohort)
     modalities = [modality] if modality else opened.multiplex_modalities
     if not modalities:
-        raise ValueError(f"{opened.path}: no multiplex modality to standardize")
+        raise CohortNotFoundError(
+            f"{opened.path}: no multiplex modality to standardize (modalities found: {opened.modalities or 'none'})"
+        )
     for m in modalities:
         for folder in compute_standardizations(
             opened,

@@ -1,4 +1,4 @@
-"""Names of SpatialData elements made from a cohort, and the ``attrs`` keys that describe them.
+"""Names of SpatialData elements made from a cohort.
 
 One scheme, parsed back by :func:`parse_element_name`. Tissue ids contain single underscores, so
 the parts are joined by a double underscore ``__``:
@@ -15,7 +15,8 @@ tissue metadata table       ``tissues``
 ==========================  =============================================================
 
 Every element of a tissue lives in the coordinate system named by its tissue id, in micrometers.
-The reverse map from element names to spora files is stored in ``sdata.attrs["spora"]["elements"]``.
+The reverse map from element names to spora files is part of ``sdata.attrs["spora"]``, whose format is
+:mod:`spora_sd.convert.attrs`.
 
 Examples
 --------
@@ -33,7 +34,6 @@ from spora_sd import layout
 from spora_sd.errors import LayoutNameError
 
 __all__ = [
-    "ATTRS_KEY",
     "CELL_TABLE",
     "CELLS_LABELS",
     "SEP",
@@ -51,8 +51,6 @@ CELL_TABLE = "cells"
 TISSUE_TABLE = "tissues"
 CELLS_LABELS = "cells"
 TISSUE_LABELS = "tissue"
-#: ``sdata.attrs[ATTRS_KEY]`` holds what spora-sd needs to write the cohort back.
-ATTRS_KEY = "spora"
 #: Region key and instance key of the cell table (the instance key is the mask label).
 REGION_KEY = "region"
 INSTANCE_KEY = "cell_id"

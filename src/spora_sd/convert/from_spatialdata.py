@@ -5,7 +5,8 @@ The export runs in three steps:
 1. **Plan** (in memory, nothing written): from the reverse map that :func:`spora_sd.to_spatialdata`
    leaves in ``sdata.attrs["spora"]`` (:mod:`spora_sd.convert.plan_from_attrs`), or by inference for objects
    made elsewhere, e.g. by ``spatialdata_io.steinbock`` (:mod:`spora_sd.convert.plan_inferred`). Whatever
-   cannot be inferred is an :class:`~spora_sd.convert.plan.ExportInputError` here, before any write.
+   cannot be inferred is an :class:`~spora_sd.errors.ExportInputError` here, before any write; it lists
+   every problem of every element and table, not only the first.
 2. **Stream** the pixels one tissue at a time (images as OME-Zarr v3, masks as ``.npz``): a tissue's
    image is written one row of shards at a time, so memory stays at about two copies of one tissue's
    image at most. With an active ``dask.distributed`` client, tissues are exported in parallel, one
@@ -40,8 +41,8 @@ import dask.array as da
 import numpy as np
 
 from spora_sd import layout
-from spora_sd.convert.plan import INSTANCES, TISSUE, ExportInputError, ExportPlan, TissuePlan, element_levels
-from spora_sd.errors import LayoutNameError
+from spora_sd.convert.plan import INSTANCES, TISSUE, ExportPlan, Problems, TissuePlan, element_levels
+from spora_sd.errors import ExportInputError, LayoutNameError, TargetExistsError
 from spora_sd.io.atomic import export_workspace
 from spora_sd.io.images import write_image
 from spora_sd.io.masks import write_mask
@@ -224,8 +225,11 @@ def _stream_tissues(sdata: Any, plan: ExportPlan, work: Path, progress: bool) ->
         )
         for tissue in plan.tissues
     ]
+    problems = Problems()  # every tissue whose mask and cell table disagree, reported together
     for position, result in imap_tissues(_export_tissue, jobs, progress=progress, description="export tissues"):
-        _check_cells(plan.tissues[position], result)
+        with problems.collect():
+            _check_cells(plan.tissues[position], result)
+    problems.raise_if_any()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,9 +359,10 @@ def from_spatialdata(
     Raises
     ------
     ExportInputError
-        Something the cohort needs is missing from ``sdata`` and from the arguments.
-    FileExistsError
-        The cohort folder exists and ``overwrite`` is False.
+        Something the cohort needs is missing from ``sdata`` and from the arguments; every problem
+        found is listed in its message and in ``error.problems``.
+    TargetExistsError
+        The cohort folder exists and ``overwrite`` is False (a ``FileExistsError``).
 
     Examples
     --------
@@ -370,7 +375,7 @@ def from_spatialdata(
     """
     target, dataset = _resolve_target(path, dataset)
     if (target.exists() or target.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it (spora-sd export --overwrite)")
+        raise TargetExistsError(f"{target} exists; pass overwrite=True to replace it (spora-sd export --overwrite)")
     plan = build_plan(sdata, dataset=dataset, mpp=mpp, modality=modality, patient_key=patient_key)
     logger.info("exporting %d tissues to %s (plan: %s)", len(plan.tissues), target, plan.source)
     with export_workspace(target, overwrite=overwrite) as work:

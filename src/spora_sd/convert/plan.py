@@ -16,20 +16,23 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from spora_sd.errors import SporaError
+from spora_sd.errors import ExportInputError
+from spora_sd.layout import INSTANCES_TASK
 
 __all__ = [
     "ExportInputError",
     "ExportPlan",
     "ImageSource",
     "MaskSource",
+    "Problems",
     "TissuePlan",
     "channel_names",
     "channels_per_tissue_table",
@@ -45,12 +48,51 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class ExportInputError(SporaError, ValueError):
-    """The SpatialData lacks something the export needs; the message names it and the argument that supplies it."""
+class Problems:
+    """The problems of an export's input, collected so that one :class:`ExportInputError` names them all.
+
+    Planning checks every element and table; a check that fails inside :meth:`collect` is recorded and
+    planning goes on with the next element, so a user fixes everything in one round (as spatialdata's
+    own validation reports every problem, not only the first).
+
+    >>> problems = Problems()
+    >>> for name in ("a", "b"):
+    ...     with problems.collect():
+    ...         raise ExportInputError(f"image {name!r}: no channel names")
+    >>> problems.add("table 'cells': no 'tissue_id' column")
+    >>> try:
+    ...     problems.raise_if_any()
+    ... except ExportInputError as error:
+    ...     print(len(error.problems))
+    3
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def add(self, message: str) -> None:
+        """Record one problem (a message that names the element or table)."""
+        self.messages.append(message)
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Record the :class:`ExportInputError` raised inside the block instead of propagating it."""
+        try:
+            yield
+        except ExportInputError as error:
+            self.messages.extend(error.problems)
+
+    def raise_if_any(self) -> None:
+        """Raise one :class:`ExportInputError` that lists every recorded problem (nothing when there is none)."""
+        if self.messages:
+            raise ExportInputError(list(dict.fromkeys(self.messages)))
 
 
 #: ``MaskSource.what`` of a cell instance mask and of a tissue mask (anything else is a task name).
-INSTANCES = "instances"
+INSTANCES = INSTANCES_TASK
 TISSUE = "tissue"
 
 

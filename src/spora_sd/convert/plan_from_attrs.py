@@ -25,13 +25,14 @@ Examples
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from spora_sd import layout
 from spora_sd.convert import element_names
+from spora_sd.convert.attrs import ElementEntry, SporaAttrs, has_spora_attrs, read_spora_attrs
 from spora_sd.convert.plan import (
     INSTANCES,
     TISSUE,
@@ -39,6 +40,7 @@ from spora_sd.convert.plan import (
     ExportPlan,
     ImageSource,
     MaskSource,
+    Problems,
     TissuePlan,
     channel_names,
     channels_per_tissue_table,
@@ -48,8 +50,9 @@ from spora_sd.convert.plan import (
     merge_panels,
     panel_order,
 )
+from spora_sd.errors import AttrsFormatError, LayoutNameError
 
-__all__ = ["has_reverse_map", "plan_from_reverse_map", "reverse_map_extras"]
+__all__ = ["ReverseMapExtras", "has_reverse_map", "plan_from_reverse_map", "reverse_map_extras"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,37 +60,47 @@ _KINDS = {"image", "cells", "tissue", "semantic"}
 
 
 def has_reverse_map(sdata: Any) -> bool:
-    """Whether ``sdata.attrs["spora"]["elements"]`` (the map written by :func:`spora_sd.to_spatialdata`) is there.
+    """Whether ``sdata`` carries the ``attrs["spora"]`` that :func:`spora_sd.to_spatialdata` writes (its reverse map).
+
+    Only its presence: :func:`plan_from_reverse_map` reads and checks it, so that a newer major format
+    version or a malformed one raises rather than being mistaken for a SpatialData from elsewhere.
 
     >>> import spatialdata as sd
     >>> has_reverse_map(sd.SpatialData())
     False
     """
-    spora = getattr(sdata, "attrs", {}).get(element_names.ATTRS_KEY)
-    return isinstance(spora, dict) and isinstance(spora.get("elements"), dict)
+    return has_spora_attrs(sdata)
 
 
-def reverse_map_extras(cohort: Any, spora: dict) -> None:
-    """Add to ``spora`` (``sdata.attrs["spora"]``) what writing the cohort back exactly needs.
+class ReverseMapExtras(NamedTuple):
+    """What writing the cohort back exactly needs besides the reverse map (:func:`reverse_map_extras`)."""
 
-    Called by :func:`spora_sd.to_spatialdata`. Adds the category order of the categorical columns of
-    ``cells.parquet`` and ``tissues.parquet`` (``spora["cells"]["categories"]``,
-    ``spora["tissues"]["categories"]``; read from the first row group's dictionary, never the whole
-    column), and ``spora["derived"]``: how the standardization
-    statistics and the tilings were computed, so that :func:`spora_sd.from_spatialdata` computes the
-    same ones.
+    #: Category order of the categorical columns of ``cells.parquet`` (``None``: no such file).
+    cell_categories: dict[str, list] | None
+    #: The same for ``tissues.parquet``.
+    tissue_categories: dict[str, list] | None
+    #: ``{"standardization": [recipe, ...], "tiling": [recipe, ...]}``: how the derived products were computed.
+    derived: dict[str, list[dict]]
+
+
+def reverse_map_extras(cohort: Any) -> ReverseMapExtras:
+    """What :func:`spora_sd.to_spatialdata` stores besides the reverse map, for an exact write-back.
+
+    The category order of the categorical columns of ``cells.parquet`` and ``tissues.parquet`` (read from
+    the first row group's dictionary, never the whole column), and how the standardization statistics and
+    the tilings were computed, so that :func:`spora_sd.from_spatialdata` computes the same ones.
 
     Parameters
     ----------
     cohort
         The :class:`~spora_sd.io.cohort.Cohort` being converted.
-    spora
-        The ``attrs["spora"]`` dictionary under construction (modified in place).
     """
-    for key, path in (("cells", cohort.paths.cells), ("tissues", cohort.paths.tissues)):
-        if isinstance(spora.get(key), dict) and path.is_file():
-            spora[key]["categories"] = _parquet_categories(path)
-    spora["derived"] = {"standardization": _standardization_recipes(cohort), "tiling": _tiling_recipes(cohort)}
+    cells, tissues = cohort.paths.cells, cohort.paths.tissues
+    return ReverseMapExtras(
+        cell_categories=_parquet_categories(cells) if cells.is_file() else None,
+        tissue_categories=_parquet_categories(tissues) if tissues.is_file() else None,
+        derived={"standardization": _standardization_recipes(cohort), "tiling": _tiling_recipes(cohort)},
+    )
 
 
 def _parquet_categories(path: Any) -> dict[str, list]:
@@ -117,24 +130,24 @@ def _parquet_categories(path: Any) -> dict[str, list]:
 
 
 def _standardization_recipes(cohort: Any) -> list[dict]:
-    import re
-
     out: dict[tuple, dict] = {}
     for modality in cohort.multiplex_modalities:
         for mpp in cohort.resolutions(modality):
             for method, param in cohort.standardization_specs(modality, mpp):
-                match = re.fullmatch(r"uq_([0-9.]+)(?:_lq_([0-9.]+))?(?:_image)?", param)
-                if match is None or method not in layout.STANDARDIZATION_METHODS:
+                try:
+                    upper, lower = layout.parse_standardization_param(param)
+                except LayoutNameError:
                     continue
-                key = (modality, mpp, match.group(1), match.group(2))
+                if method not in layout.STANDARDIZATION_METHODS:
+                    continue
                 recipe = out.setdefault(
-                    key,
+                    (modality, mpp, upper, lower),
                     {
                         "modality": modality,
                         "resolution": mpp,
                         "methods": [],
-                        "upper_quantile": float(match.group(1)),
-                        "lower_quantile": float(match.group(2)) if match.group(2) else None,
+                        "upper_quantile": upper,
+                        "lower_quantile": lower,
                     },
                 )
                 recipe["methods"].append(method)
@@ -202,23 +215,32 @@ def _rekey(tissue_id: str, dataset: str) -> str:
     return layout.compose_tissue_id(dataset, parts.patient_id, parts.specimen_id)
 
 
-def _entries(sdata: Any, spora: dict) -> dict[str, dict]:
-    """The map's entries whose element is still in ``sdata``, checked."""
+def _check_entry(name: str, entry: ElementEntry) -> None:
+    """The names of an entry (types and keys are checked by the schema) obey the layout."""
+    where = f"sdata.attrs['spora']['elements'][{name!r}]"
+    if entry.kind not in _KINDS:
+        raise ExportInputError(f"{where}: unknown kind {entry.kind!r}")
+    try:
+        layout.check_tissue_id(entry.tissue_id)
+        layout.format_resolution(entry.mpp)  # raises on a bad mpp
+        if entry.kind == "image":
+            layout.check_modality(str(entry.modality))
+        if entry.kind == "semantic":
+            element_names.check_task_name(str(entry.task))
+    except LayoutNameError as error:
+        raise ExportInputError(f"{where}: {error}") from None
+
+
+def _entries(sdata: Any, info: SporaAttrs, problems: Problems) -> dict[str, ElementEntry]:
+    """The map's entries whose element is still in ``sdata``, checked (bad ones are recorded in ``problems``)."""
     out = {}
-    for name, entry in spora["elements"].items():
-        kind = entry.get("kind") if isinstance(entry, dict) else None
-        present = name in (sdata.images if kind == "image" else sdata.labels)
+    for name, entry in info.elements.items():
+        present = name in (sdata.images if entry.kind == "image" else sdata.labels)
         if not present:
             continue
-        if kind not in _KINDS:
-            raise ExportInputError(f"sdata.attrs['spora']['elements'][{name!r}]: unknown kind {kind!r}")
-        layout.check_tissue_id(str(entry.get("tissue_id")))
-        layout.format_resolution(entry.get("mpp"))  # raises on a missing or bad mpp
-        if kind == "image":
-            layout.check_modality(str(entry.get("modality")))
-        if kind == "semantic":
-            element_names.check_task_name(str(entry.get("task")))
-        out[name] = entry
+        with problems.collect():
+            _check_entry(name, entry)
+            out[name] = entry
     return out
 
 
@@ -226,16 +248,27 @@ def _entries(sdata: Any, spora: dict) -> dict[str, dict]:
 # tables
 
 
-def _cells_table(sdata: Any, spora: dict, tissue_ids: set[str]) -> pd.DataFrame | None:
+def _check_tables(sdata: Any, problems: Problems) -> None:
+    """The key columns that the tables of a converted cohort must still have."""
+    needed = {element_names.CELL_TABLE: ["tissue_id"], element_names.TISSUE_TABLE: ["tissue_id", "modality"]}
+    for name, columns in needed.items():
+        table = sdata.tables.get(name)
+        missing = [c for c in columns if table is not None and c not in table.obs.columns]
+        if missing:
+            problems.add(f"table {name!r}: obs columns {missing} are missing; the export needs them back")
+
+
+def _cells_table(sdata: Any, info: SporaAttrs, tissue_ids: set[str]) -> pd.DataFrame | None:
     table = sdata.tables.get(element_names.CELL_TABLE)
-    meta = spora.get("cells")
-    if table is None or not isinstance(meta, dict):
+    meta = info.cells
+    if table is None or meta is None:
         return None
     obs = table.obs
     rows = obs["tissue_id"].astype(str).isin(tissue_ids).to_numpy()
     var_names = [str(v) for v in table.var_names]
-    columns = [str(c) for c in meta.get("columns", [])]
-    joined = set(spora.get("tissues", {}).get("columns", [])) - {"tissue_id"}  # tissue columns joined into obs
+    columns = list(meta.columns)
+    tissues = info.tissues
+    joined = set(tissues.columns if tissues is not None else []) - {"tissue_id"}  # tissue columns joined into obs
     added = [
         str(c)
         for c in obs.columns
@@ -254,12 +287,13 @@ def _cells_table(sdata: Any, spora: dict, tissue_ids: set[str]) -> pd.DataFrame 
             data[column] = x[:, var_names.index(column)]
         else:
             logger.warning("cells.parquet column %r is no longer in the cell table: not exported", column)
-    return _restore(pd.DataFrame(data), dict(meta.get("dtypes", {})), meta.get("categories"))
+    return _restore(pd.DataFrame(data), meta.dtypes, meta.categories)
 
 
-def _tissues_table(sdata: Any, spora: dict, images: dict[str, dict]) -> pd.DataFrame:
-    meta = spora.get("tissues", {}) if isinstance(spora.get("tissues"), dict) else {}
-    pairs = {(e["tissue_id"], e["modality"]) for e in images.values()}
+def _tissues_table(sdata: Any, info: SporaAttrs, images: dict[str, ElementEntry]) -> pd.DataFrame:
+    meta = info.tissues
+    known = list(meta.columns) if meta is not None else []
+    pairs = {(e.tissue_id, str(e.modality)) for e in images.values()}
     table = sdata.tables.get(element_names.TISSUE_TABLE)
     if table is not None:
         frame = table.obs.reset_index(drop=True)
@@ -267,7 +301,7 @@ def _tissues_table(sdata: Any, spora: dict, images: dict[str, dict]) -> pd.DataF
         frame = frame.loc[keep].reset_index(drop=True)
     else:
         # No tissues table (to_spatialdata(tissue_metadata="obs" or None)): rebuild the required columns.
-        lost = [c for c in meta.get("columns", []) if c not in ("tissue_id", "patient_id", "specimen_id", "modality")]
+        lost = [c for c in known if c not in ("tissue_id", "patient_id", "specimen_id", "modality")]
         logger.warning("no 'tissues' table: tissues.parquet is rebuilt from the elements, without %s", lost)
         rows = sorted(pairs)
         frame = pd.DataFrame(
@@ -280,23 +314,25 @@ def _tissues_table(sdata: Any, spora: dict, images: dict[str, dict]) -> pd.DataF
             }
         )
         for modality in sorted({m for _, m in rows}):
-            mpp = {e["tissue_id"]: e["mpp"] for e in images.values() if e["modality"] == modality}
+            mpp = {e.tissue_id: e.mpp for e in images.values() if e.modality == modality}
             frame[f"mpp_{modality}"] = frame["tissue_id"].map(mpp).astype(float)
-    columns = [c for c in meta.get("columns", []) if c in frame.columns]
+    columns = [c for c in known if c in frame.columns]
     frame = frame[columns + [c for c in frame.columns if c not in columns]]
-    return _restore(frame, dict(meta.get("dtypes", {})), meta.get("categories"))
+    if meta is None:
+        return frame
+    return _restore(frame, meta.dtypes, meta.categories)
 
 
-def _channels(spora: dict, modality: str, image_channels: dict[str, list[str]], var: pd.DataFrame) -> pd.DataFrame:
-    meta = spora.get("channels", {}).get(modality)
+def _channels(info: SporaAttrs, modality: str, image_channels: dict[str, list[str]], var: pd.DataFrame) -> pd.DataFrame:
+    meta = info.channels(modality)
     found = merge_panels(image_channels.values())
-    if isinstance(meta, dict) and meta.get("records"):
-        frame = pd.DataFrame(meta["records"], columns=meta.get("columns"))
+    if meta is not None and meta.records:
+        frame = pd.DataFrame(meta.records, columns=meta.columns)
         extra = [c for c in found if c not in set(frame["channel_name"].astype(str))]
         if extra:
             logger.warning("%s channels %s are not in the cohort's channels.parquet: appended", modality, extra)
             frame = pd.concat([frame, channels_table(extra, var)], ignore_index=True)
-        return _restore(frame, dict(meta.get("dtypes", {})))
+        return _restore(frame, meta.dtypes)
     return channels_table(found, var)
 
 
@@ -309,54 +345,84 @@ def plan_from_reverse_map(sdata: Any, *, dataset: str) -> ExportPlan:
     Parameters
     ----------
     sdata
-        The SpatialData object, with ``attrs["spora"]["elements"]``.
+        The SpatialData object, with the ``attrs["spora"]`` of :mod:`spora_sd.convert.attrs`.
     dataset
         Dataset key of the new cohort; tissue ids are re-keyed when it differs from the map's.
 
     Returns
     -------
     The plan; nothing is written.
+
+    Raises
+    ------
+    AttrsVersionError
+        When ``attrs["spora"]`` has a newer major format version than this spora-sd reads.
+    AttrsFormatError
+        When ``attrs["spora"]`` is missing or malformed.
+    ExportInputError
+        When the elements, names or tables cannot be exported (every problem at once).
     """
     layout.check_dataset_key(dataset)
-    spora = sdata.attrs[element_names.ATTRS_KEY]
-    entries = _entries(sdata, spora)
-    images = {n: e for n, e in entries.items() if e["kind"] == "image"}
-    if not images:
-        raise ExportInputError("the SpatialData has no image element of its spora reverse map: nothing to export")
-    tissue_ids = sorted({e["tissue_id"] for e in images.values()})
-    source = str(spora.get("dataset", ""))
+    info = read_spora_attrs(sdata)
+    if info is None:
+        raise AttrsFormatError([("sdata.attrs['spora']", "missing: the SpatialData was not made by to_spatialdata")])
+    # Every element and table is checked, and every problem is reported in one ExportInputError.
+    problems = Problems()
+    entries = _entries(sdata, info, problems)
+    images = {n: e for n, e in entries.items() if e.kind == "image"}
+    if not images and not problems:
+        problems.add("the SpatialData has no image element of its spora reverse map: nothing to export")
+    image_channels: dict[str, dict[str, list[str]]] = {}
+    for name, entry in images.items():
+        with problems.collect():
+            names = check_channel_names(channel_names(sdata.images[name]), f"image {name!r}")
+            image_channels.setdefault(str(entry.modality), {})[entry.tissue_id] = names
+    encoders = {}
+    tasks = {(e.mpp, str(e.task)) for e in entries.values() if e.kind == "semantic"}
+    for mpp, task in sorted(tasks):
+        mapping = info.label_encoder(task)
+        if mapping is None:
+            problems.add(f"sdata.attrs['spora']['label_encoders'] has no categories for task {task!r}")
+            continue
+        try:
+            ids = np.asarray(list(mapping.values()), "int64")
+        except (TypeError, ValueError):
+            problems.add(f"sdata.attrs['spora']['label_encoders'][{task!r}]: the class ids must be integers")
+            continue
+        encoders[(mpp, task)] = pd.DataFrame({"name": list(mapping), "id": ids})
+    _check_tables(sdata, problems)
+    problems.raise_if_any()
+
+    tissue_ids = sorted({e.tissue_id for e in images.values()})
+    source = info.dataset
     rekey = source != dataset
     if rekey:
         logger.info("re-keying tissue ids from dataset %r to %r", source, dataset)
     new_id = {t: _rekey(t, dataset) if rekey else t for t in tissue_ids}
 
-    # channels: each image's c_coords, panels in the cohort's channels.parquet order
-    image_channels: dict[str, dict[str, list[str]]] = {}
-    for name, entry in images.items():
-        names = check_channel_names(channel_names(sdata.images[name]), f"image {name!r}")
-        image_channels.setdefault(entry["modality"], {})[entry["tissue_id"]] = names
+    # channels: each image's c_coords (checked above), panels in the cohort's channels.parquet order
     var = sdata.tables[element_names.CELL_TABLE].var if element_names.CELL_TABLE in sdata.tables else None
     var = var if var is not None else pd.DataFrame(index=pd.Index([], dtype=object))
     channel_tables, cpt, panels = {}, {}, {}
     for modality, per_tissue in sorted(image_channels.items()):
         if not layout.is_multiplex(modality):
             continue
-        channel_tables[modality] = _channels(spora, modality, per_tissue, var)
+        channel_tables[modality] = _channels(info, modality, per_tissue, var)
         panels[modality] = channel_tables[modality]["channel_name"].astype(str).tolist()
         ordered = {new_id[t]: panel_order(c, panels[modality])[0] for t, c in sorted(per_tissue.items())}
         cpt[modality] = channels_per_tissue_table(panels[modality], ordered)
 
     plans = {t: TissuePlan(new_id[t]) for t in tissue_ids}
     for name, entry in sorted(images.items()):
-        modality, tid = entry["modality"], entry["tissue_id"]
+        modality, tid = str(entry.modality), entry.tissue_id
         names = image_channels[modality][tid]
         ordered, order = panel_order(names, panels[modality]) if modality in panels else (names, None)
-        plans[tid].images.append(ImageSource(name, modality, float(entry["mpp"]), tuple(ordered), order))
+        plans[tid].images.append(ImageSource(name, modality, entry.mpp, tuple(ordered), order))
     for name, entry in sorted(entries.items()):
-        if entry["kind"] == "image" or entry["tissue_id"] not in plans:
+        if entry.kind == "image" or entry.tissue_id not in plans:
             continue
-        what = {"cells": INSTANCES, "tissue": TISSUE}.get(entry["kind"], entry.get("task"))
-        plans[entry["tissue_id"]].masks.append(MaskSource(name, str(what), float(entry["mpp"])))
+        what = {"cells": INSTANCES, "tissue": TISSUE}.get(entry.kind, entry.task)
+        plans[entry.tissue_id].masks.append(MaskSource(name, str(what), entry.mpp))
     for tid, plan in plans.items():
         covered = {m.mpp for m in plan.masks if m.what == TISSUE}
         for image in plan.images:
@@ -366,13 +432,13 @@ def plan_from_reverse_map(sdata: Any, *, dataset: str) -> ExportPlan:
                 covered.add(image.mpp)
 
     # Tables list tissues in the cohort's own order (that of tissues.parquet), not sorted.
-    tissues = _tissues_table(sdata, spora, images)
+    tissues = _tissues_table(sdata, info, images)
     rank = {t: i for i, t in enumerate(dict.fromkeys([*tissues["tissue_id"].astype(str), *tissue_ids]))}
     tissue_ids.sort(key=rank.__getitem__)
     for modality in cpt:
         cpt[modality] = cpt[modality].loc[[new_id[t] for t in tissue_ids if new_id[t] in cpt[modality].index]]
 
-    cells = _cells_table(sdata, spora, set(tissue_ids))
+    cells = _cells_table(sdata, info, set(tissue_ids))
     if cells is not None:
         order = np.lexsort((cells["cell_id"].to_numpy(), cells["tissue_id"].astype(str).map(rank).to_numpy()))
         cells = cells.iloc[order].reset_index(drop=True)
@@ -383,14 +449,6 @@ def plan_from_reverse_map(sdata: Any, *, dataset: str) -> ExportPlan:
             if any(m.what == INSTANCES for m in plan.masks):
                 plan.cell_ids = by_tissue.get(plan.tissue_id, np.array([], dtype=np.int64))
     tissues["tissue_id"] = _renamed(tissues["tissue_id"], new_id)
-
-    encoders = {}
-    tasks = {(float(e["mpp"]), str(e["task"])) for e in entries.values() if e["kind"] == "semantic"}
-    for mpp, task in sorted(tasks):
-        mapping = spora.get("label_encoders", {}).get(task)
-        if not isinstance(mapping, dict):
-            raise ExportInputError(f"sdata.attrs['spora']['label_encoders'] has no categories for task {task!r}")
-        encoders[(mpp, task)] = pd.DataFrame({"name": list(mapping), "id": np.asarray(list(mapping.values()), "int64")})
     return ExportPlan(
         dataset=dataset,
         tissues=[plans[t] for t in tissue_ids],
@@ -400,5 +458,5 @@ def plan_from_reverse_map(sdata: Any, *, dataset: str) -> ExportPlan:
         channels_per_tissue=cpt,
         label_encoders=encoders,
         source="reverse map",
-        derived=spora.get("derived") if isinstance(spora.get("derived"), dict) else None,
+        derived=info.derived,
     )

@@ -38,6 +38,7 @@ from spora_sd.convert.plan import (
     ExportPlan,
     ImageSource,
     MaskSource,
+    Problems,
     TissuePlan,
     channel_names,
     channels_per_tissue_table,
@@ -54,7 +55,7 @@ __all__ = ["infer_plan"]
 logger = logging.getLogger(__name__)
 
 #: Suffixes that spatialdata-io readers append to an image element's name.
-IMAGE_SUFFIXES = ("_image",)
+IMAGE_SUFFIXES = (layout.SPATIALDATA_IO_IMAGE_SUFFIX,)
 _CELL_KEYS = ("tissue_id", "cell_id")
 
 
@@ -119,7 +120,7 @@ def _source_name(image_name: str) -> str:
 # the steps
 
 
-def _annotations(sdata: Any) -> tuple[dict[str, _Annotation], list[str]]:
+def _annotations(sdata: Any, problems: Problems) -> tuple[dict[str, _Annotation], list[str]]:
     """labels element -> the table annotating it; and the regions that are not labels (ignored)."""
     from spatialdata.models import get_table_keys
 
@@ -137,10 +138,11 @@ def _annotations(sdata: Any) -> tuple[dict[str, _Annotation], list[str]]:
                 ignored.append(f"{name}:{region}")
                 continue
             if region in out:
-                raise ExportInputError(
+                problems.add(
                     f"labels {region!r} are annotated by two tables, {out[region].table_name!r} and {name!r}; "
                     "keep one (e.g. `del sdata.tables[name]`) before exporting"
                 )
+                continue
             out[region] = _Annotation(name, region_key, instance_key)
     if ignored:
         logger.warning("table regions that are not labels elements are not exported: %s", ", ".join(ignored))
@@ -161,32 +163,38 @@ def _shared_systems(sdata: Any, image: str, labels: str) -> list[str]:
     )
 
 
-def _match_tissues(sdata: Any, annotated: dict[str, _Annotation]) -> list[_Tissue]:
+def _match_labels(sdata: Any, labels: str, annotation: _Annotation, shapes: dict, claimed: dict[str, str]) -> _Tissue:
+    """The tissue of one annotated labels element: the one image of its size in a shared coordinate system."""
+    hw = element_yx_shape(sdata.labels[labels])
+    candidates = [(img, cs) for img in shapes if shapes[img] == hw and (cs := _shared_systems(sdata, img, labels))]
+    if not candidates:
+        raise ExportInputError(
+            f"labels {labels!r} (annotated by table {annotation.table_name!r}) have no image element of "
+            f"the same size {hw} in a shared coordinate system ({sorted(_coordinate_systems(sdata.labels[labels]))}); "
+            "add the image, or drop the labels and their table rows"
+        )
+    if len(candidates) > 1:
+        raise ExportInputError(
+            f"labels {labels!r} match several images of size {hw} in a shared coordinate system: "
+            f"{[c[0] for c in candidates]}; keep one image per tissue before exporting"
+        )
+    image, systems = candidates[0]
+    if image in claimed:
+        raise ExportInputError(
+            f"image {image!r} is annotated through two labels elements, {claimed[image]!r} and {labels!r}; "
+            "keep one cell table per image (e.g. drop the nuclei table) before exporting"
+        )
+    claimed[image] = labels
+    return _Tissue(_source_name(image), image, labels, systems)
+
+
+def _match_tissues(sdata: Any, annotated: dict[str, _Annotation], problems: Problems) -> list[_Tissue]:
     shapes = {name: element_yx_shape(sdata.images[name]) for name in sorted(sdata.images)}
     tissues: list[_Tissue] = []
     claimed: dict[str, str] = {}
     for labels in sorted(annotated):
-        hw = element_yx_shape(sdata.labels[labels])
-        candidates = [(img, cs) for img in shapes if shapes[img] == hw and (cs := _shared_systems(sdata, img, labels))]
-        if not candidates:
-            raise ExportInputError(
-                f"labels {labels!r} (annotated by table {annotated[labels].table_name!r}) have no image element of "
-                f"the same size {hw} in a shared coordinate system ({sorted(_coordinate_systems(sdata.labels[labels]))}); "
-                "add the image, or drop the labels and their table rows"
-            )
-        if len(candidates) > 1:
-            raise ExportInputError(
-                f"labels {labels!r} match several images of size {hw} in a shared coordinate system: "
-                f"{[c[0] for c in candidates]}; keep one image per tissue before exporting"
-            )
-        image, systems = candidates[0]
-        if image in claimed:
-            raise ExportInputError(
-                f"image {image!r} is annotated through two labels elements, {claimed[image]!r} and {labels!r}; "
-                "keep one cell table per image (e.g. drop the nuclei table) before exporting"
-            )
-        claimed[image] = labels
-        tissues.append(_Tissue(_source_name(image), image, labels, systems))
+        with problems.collect():
+            tissues.append(_match_labels(sdata, labels, annotated[labels], shapes, claimed))
     for image in shapes:
         if image not in claimed:
             logger.info("image %r has no annotated labels: exported without cells", image)
@@ -196,7 +204,7 @@ def _match_tissues(sdata: Any, annotated: dict[str, _Annotation]) -> list[_Tissu
         logger.warning("labels not annotated by any table are not exported: %s", ", ".join(unused))
     names = [t.source_name for t in tissues]
     if len(set(names)) != len(names):
-        raise ExportInputError(f"image element names give duplicate sample names: {sorted(names)}")
+        problems.add(f"image element names give duplicate sample names: {sorted(names)}")
     return sorted(tissues, key=lambda t: t.source_name)
 
 
@@ -229,7 +237,7 @@ def _resolve_channels(sdata: Any, tissue: _Tissue, annotated: dict[str, _Annotat
     where = f"image {tissue.image!r}"
     if not layout.is_multiplex(modality):
         if modality == layout.HE and len(names) == 3:
-            return ["R", "G", "B"]
+            return list(layout.HE_CHANNELS)
         if modality.startswith(layout.IHC_PREFIX) and len(names) == 1:
             return [modality.removeprefix(layout.IHC_PREFIX)]
         raise ExportInputError(f"{where}: {len(names)} channels do not fit modality {modality!r}; pass modality=...")
@@ -249,36 +257,42 @@ def _resolve_channels(sdata: Any, tissue: _Tissue, annotated: dict[str, _Annotat
     return check_channel_names(table.var_names, f"table {annotation.table_name!r} var_names")
 
 
+def _patient_id(sdata: Any, tissue: _Tissue, annotated: dict[str, _Annotation], patient_key: str) -> str:
+    """The raw patient identifier of one tissue, from the ``patient_key`` column of its table."""
+    annotation = annotated.get(tissue.labels) if tissue.labels else None
+    if annotation is None:
+        raise ExportInputError(
+            f"patient_key={patient_key!r}: image {tissue.image!r} has no annotated labels, so no table rows to read "
+            "the patient from; drop that image or export without patient_key"
+        )
+    obs = sdata.tables[annotation.table_name].obs
+    if patient_key not in obs.columns:
+        raise ExportInputError(
+            f"patient_key={patient_key!r} is not a column of table {annotation.table_name!r} "
+            f"(columns: {list(map(str, obs.columns))})"
+        )
+    values = obs.loc[obs[annotation.region_key] == tissue.labels, patient_key]
+    distinct = pd.unique(values.dropna().astype(str))
+    if len(distinct) != 1 or values.isna().any():
+        raise ExportInputError(
+            f"patient_key={patient_key!r}: table {annotation.table_name!r} has {len(distinct)} distinct "
+            f"values{' and missing values' if values.isna().any() else ''} for labels {tissue.labels!r}; "
+            "a tissue needs exactly one patient"
+        )
+    return str(distinct[0])
+
+
 def _patient_ids(
-    sdata: Any, tissues: list[_Tissue], annotated: dict[str, _Annotation], patient_key: str | None
+    sdata: Any, tissues: list[_Tissue], annotated: dict[str, _Annotation], patient_key: str | None, problems: Problems
 ) -> dict[str, str]:
-    """Source name -> raw patient identifier."""
+    """Source name -> raw patient identifier (tissues whose patient is unknown are left out, their problem recorded)."""
     if patient_key is None:
         logger.info("no patient_key: each sample is its own patient (pass patient_key=<obs column> to group them)")
         return {t.source_name: t.source_name for t in tissues}
     out: dict[str, str] = {}
     for tissue in tissues:
-        annotation = annotated.get(tissue.labels) if tissue.labels else None
-        if annotation is None:
-            raise ExportInputError(
-                f"patient_key={patient_key!r}: image {tissue.image!r} has no annotated labels, so no table rows to read "
-                "the patient from; drop that image or export without patient_key"
-            )
-        obs = sdata.tables[annotation.table_name].obs
-        if patient_key not in obs.columns:
-            raise ExportInputError(
-                f"patient_key={patient_key!r} is not a column of table {annotation.table_name!r} "
-                f"(columns: {list(map(str, obs.columns))})"
-            )
-        values = obs.loc[obs[annotation.region_key] == tissue.labels, patient_key]
-        distinct = pd.unique(values.dropna().astype(str))
-        if len(distinct) != 1 or values.isna().any():
-            raise ExportInputError(
-                f"patient_key={patient_key!r}: table {annotation.table_name!r} has {len(distinct)} distinct "
-                f"values{' and missing values' if values.isna().any() else ''} for labels {tissue.labels!r}; "
-                "a tissue needs exactly one patient"
-            )
-        out[tissue.source_name] = str(distinct[0])
+        with problems.collect():
+            out[tissue.source_name] = _patient_id(sdata, tissue, annotated, patient_key)
     return out
 
 
@@ -299,52 +313,64 @@ def _assign_tissue_ids(tissues: list[_Tissue], raw_patients: dict[str, str], dat
             tissue.tissue_id = layout.compose_tissue_id(dataset, digest, specimen)
 
 
+def _table_cells(
+    table: Any, table_name: str, annotation: _Annotation, region_to_tissue: dict[str, str], reserved: set[str]
+) -> pd.DataFrame:
+    """The rows of one annotating table that belong to exported tissues, as ``cells.parquet`` columns."""
+    obs = table.obs
+    keep = obs[annotation.region_key].astype(str).isin(region_to_tissue).to_numpy()
+    sub = obs.loc[keep]
+    ids = pd.to_numeric(sub[annotation.instance_key], errors="coerce")
+    table_problems = Problems()
+    if ids.isna().any() or not np.all(np.equal(np.mod(ids, 1), 0)):
+        table_problems.add(
+            f"table {table_name!r}: instance key {annotation.instance_key!r} must hold the integer labels of the "
+            "cells in their mask"
+        )
+    annotations = sub.drop(columns=[annotation.region_key, annotation.instance_key])
+    clash = sorted(set(map(str, annotations.columns)) & set(_CELL_KEYS))
+    if clash:
+        table_problems.add(
+            f"table {table_name!r}: obs columns {clash} would be overwritten by the cohort's own keys; rename them"
+        )
+    var_names = [str(v) for v in table.var_names]
+    clash = sorted(set(var_names) & (set(map(str, annotations.columns)) | reserved))
+    if clash:
+        table_problems.add(
+            f"table {table_name!r}: var names {clash} are also obs columns; rename one of them before exporting"
+        )
+    table_problems.raise_if_any()
+    x = table.X[keep]
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype("float64")
+    return pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "tissue_id": sub[annotation.region_key].astype(str).map(region_to_tissue).to_numpy(),
+                    "cell_id": ids.to_numpy().astype("int64"),
+                }
+            ),
+            annotations.reset_index(drop=True).rename(columns=str),
+            pd.DataFrame(x, columns=var_names),
+        ],
+        axis=1,
+    )
+
+
 def _cells_table(
-    sdata: Any, annotated: dict[str, _Annotation], region_to_tissue: dict[str, str], reserved: set[str]
+    sdata: Any,
+    annotated: dict[str, _Annotation],
+    region_to_tissue: dict[str, str],
+    reserved: set[str],
+    problems: Problems,
 ) -> pd.DataFrame | None:
     parts = []
     for table_name in sorted({a.table_name for a in annotated.values()}):
-        table = sdata.tables[table_name]
         annotation = next(a for a in annotated.values() if a.table_name == table_name)
-        obs = table.obs
-        keep = obs[annotation.region_key].astype(str).isin(region_to_tissue).to_numpy()
-        sub = obs.loc[keep]
-        ids = pd.to_numeric(sub[annotation.instance_key], errors="coerce")
-        if ids.isna().any() or not np.all(np.equal(np.mod(ids, 1), 0)):
-            raise ExportInputError(
-                f"table {table_name!r}: instance key {annotation.instance_key!r} must hold the integer labels of the "
-                "cells in their mask"
-            )
-        annotations = sub.drop(columns=[annotation.region_key, annotation.instance_key])
-        clash = sorted(set(map(str, annotations.columns)) & set(_CELL_KEYS))
-        if clash:
-            raise ExportInputError(
-                f"table {table_name!r}: obs columns {clash} would be overwritten by the cohort's own keys; rename them"
-            )
-        x = table.X[keep]
-        x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-        if not np.issubdtype(x.dtype, np.floating):
-            x = x.astype("float64")
-        var_names = [str(v) for v in table.var_names]
-        clash = sorted(set(var_names) & (set(map(str, annotations.columns)) | reserved))
-        if clash:
-            raise ExportInputError(
-                f"table {table_name!r}: var names {clash} are also obs columns; rename one of them before exporting"
-            )
-        frame = pd.concat(
-            [
-                pd.DataFrame(
-                    {
-                        "tissue_id": sub[annotation.region_key].astype(str).map(region_to_tissue).to_numpy(),
-                        "cell_id": ids.to_numpy().astype("int64"),
-                    }
-                ),
-                annotations.reset_index(drop=True).rename(columns=str),
-                pd.DataFrame(x, columns=var_names),
-            ],
-            axis=1,
-        )
-        parts.append(frame)
+        with problems.collect():
+            parts.append(_table_cells(sdata.tables[table_name], table_name, annotation, region_to_tissue, reserved))
     if not parts:
         return None
     cells = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
@@ -381,7 +407,8 @@ def infer_plan(
     Raises
     ------
     ExportInputError
-        When something cannot be inferred; the message names the argument that supplies it.
+        When something cannot be inferred; the message names the argument that supplies it. Every
+        problem of every element and table is listed (``error.problems``), not only the first.
 
     Examples
     --------
@@ -396,21 +423,32 @@ def infer_plan(
     layout.check_modality(modality)
     if not sdata.images:
         raise ExportInputError("the SpatialData has no image elements: nothing to export")
-    annotated, _ = _annotations(sdata)
-    tissues = _match_tissues(sdata, annotated)
-    _assign_tissue_ids(tissues, _patient_ids(sdata, tissues, annotated, patient_key), dataset)
+    # Every element and table is checked, and every problem is reported in one ExportInputError.
+    problems = Problems()
+    annotated, _ = _annotations(sdata, problems)
+    tissues = _match_tissues(sdata, annotated, problems)
+    raw_patients = _patient_ids(sdata, tissues, annotated, patient_key, problems)
+    channels: dict[str, list[str]] = {}
+    mpps: dict[str, float] = {}
+    for tissue in tissues:
+        with problems.collect():
+            channels[tissue.source_name] = _resolve_channels(sdata, tissue, annotated, modality)
+        with problems.collect():
+            mpps[tissue.source_name] = _resolve_mpp(sdata, tissue, mpp)
+    tissues = [t for t in tissues if t.source_name in raw_patients]
+    with problems.collect():
+        _assign_tissue_ids(tissues, raw_patients, dataset)
+    region_to_tissue = {t.labels: t.tissue_id for t in tissues if t.labels and t.tissue_id}
+    cells = _cells_table(sdata, annotated, region_to_tissue, set(_CELL_KEYS), problems)
+    problems.raise_if_any()
     tissues.sort(key=lambda t: t.tissue_id)
 
-    channels = {t.source_name: _resolve_channels(sdata, t, annotated, modality) for t in tissues}
     unnamed = [t.image for t in tissues if unnamed_channels(channel_names(sdata.images[t.image]))]
     if unnamed and layout.is_multiplex(modality):
         logger.info("channel names of %d image(s) with c_coords 0..C-1 come from their table's var_names", len(unnamed))
-    mpps = {t.source_name: _resolve_mpp(sdata, t, mpp) for t in tissues}
     multiplex = layout.is_multiplex(modality)
     panel = merge_panels(channels[t.source_name] for t in tissues) if multiplex else []
 
-    region_to_tissue = {t.labels: t.tissue_id for t in tissues if t.labels}
-    cells = _cells_table(sdata, annotated, region_to_tissue, reserved=set(_CELL_KEYS))
     plans = []
     for tissue in tissues:
         names = channels[tissue.source_name]

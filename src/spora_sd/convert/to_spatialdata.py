@@ -10,7 +10,7 @@ tissue                      coordinate system named by the ``tissue_id``, in mic
 ``instances/<t>.npz``       labels ``<t>__cells`` (instance mask; lazy, read on first compute)
 ``tissue_masks/<t>.npz``    labels ``<t>__tissue``
 ``<task>/<t>.npz``          labels ``<t>__<task>``; category names in the element's
-                            ``attrs["spora"]["categories"]`` and in ``sdata.attrs``
+                            ``attrs["spora"]`` and in ``sdata.attrs["spora"]``
 ``cells.parquet``           table ``cells`` annotating the ``<t>__cells`` labels
                             (:mod:`spora_sd.convert.cell_table`)
 ``tissues.parquet``         table ``tissues`` (one row per tissue and modality), and/or its
@@ -28,15 +28,11 @@ are separate slides, and putting them in one space would invite distances betwee
     dataset, title, citation, doi, modalities, resolution
     bio:  {tissue, tissue_ontology_id, disease, disease_ontology_id, organism, organism_ontology_id}
     tech: {assay, assay_ontology_id}
-    spora:
-      dataset, resolution, resolutions {modality: mpp}, mask_resolution, modalities, spora_sd_version
-      elements: {element name: {kind, file, tissue_id, mpp, modality | task}}   # the reverse map
-      tables: {cells: {file, kind: "table"}, tissues: {...}}
-      label_encoders: {task: {category name: value}}
-      channels: {modality: {columns, dtypes, records}}                          # channels.parquet
-      channels_per_tissue: {modality: {tissue_id: [channel, ...]}}
-      tissues: {columns, dtypes, tissue_metadata}                                # tissues.parquet
-      cells: {columns, dtypes, intensities: {modality: "table" | "computed"}}    # cells.parquet
+    spora: {format_version, dataset, elements (the reverse map), tables, label_encoders, channels, ...}
+
+``spora`` is a versioned format (``format_version``) with one owner, :mod:`spora_sd.convert.attrs`, which
+builds, reads, validates and upgrades it and documents its keys (JSON Schema:
+``schemas/spora_attrs.schema.json``).
 
 ``title``, ``citation``, ``doi``, ``bio`` and ``tech`` come from the registry
 (:mod:`spora_sd.datasets.registry`) when the dataset key is known, updated by the ``bio`` / ``tech``
@@ -47,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -64,8 +59,9 @@ from dask.utils import parse_bytes
 from spora_sd import layout
 from spora_sd._version import __version__
 from spora_sd.convert import element_names
+from spora_sd.convert.attrs import ElementEntry, FrameSpec, build_spora_attrs, json_safe, set_label_attrs
 from spora_sd.convert.cell_table import build_cell_table
-from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, TargetExistsError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.images import open_image_levels
@@ -154,9 +150,9 @@ def _select(
         requested = list(dict.fromkeys(str(t) for t in tissues))
         unknown = [t for t in requested if t not in known]
         if unknown:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{cohort.paths.tissues}: no row for tissue(s) {unknown[:5]} with modality in {chosen} "
-                f"({len(unknown)} unknown)"
+                f"({len(unknown)} unknown); known tissues are e.g. {sorted(known)[:5]} ({len(known)} in all)"
             )
         tissue_ids = sorted(requested)
 
@@ -255,7 +251,7 @@ def _listing(folder: Path, suffix: str) -> set[str]:
         return set()
 
 
-def _images(sel: _Selection, elements: dict[str, dict]) -> dict[str, DataArray | DataTree]:
+def _images(sel: _Selection, elements: dict[str, ElementEntry]) -> dict[str, DataArray | DataTree]:
     cohort, out = sel.cohort, {}
     # dask chunks of whole 256 x 256 Zarr chunks up to dask's chunk-size setting (128 MiB): a random
     # crop is then mostly one task and one Zarr call, which keeps crops close to raw Zarr reads
@@ -283,21 +279,15 @@ def _images(sel: _Selection, elements: dict[str, dict]) -> dict[str, DataArray |
                     path,
                     "image.channels",
                     f"{levels[0].shape[0]} channels, but {len(channels)} are listed for {tissue_id} "
-                    f"({'channels_per_tissue.parquet' if layout.is_multiplex(m) else m})",
+                    f"({layout.CHANNELS_PER_TISSUE_FILE if layout.is_multiplex(m) else m})",
                 )
             name = element_names.image_name(tissue_id, m)
             out[name] = _raster(levels, ("c", "y", "x"), mpp, tissue_id, channels)
-            elements[name] = {
-                "kind": "image",
-                "file": _relative(cohort, path),
-                "tissue_id": tissue_id,
-                "modality": m,
-                "mpp": mpp,
-            }
+            elements[name] = ElementEntry("image", _relative(cohort, path), tissue_id, mpp, modality=m)
     return out
 
 
-def _labels(sel: _Selection, elements: dict[str, dict], encoders: dict[str, dict[str, int]]) -> dict[str, Any]:
+def _labels(sel: _Selection, elements: dict[str, ElementEntry], encoders: dict[str, dict[str, int]]) -> dict[str, Any]:
     cohort, out = sel.cohort, {}
     kinds: list[tuple[str, Path, float, str | None]] = []  # (labels part, folder, mpp, task)
     if sel.cell_mask_mpp is not None:
@@ -324,16 +314,11 @@ def _labels(sel: _Selection, elements: dict[str, dict], encoders: dict[str, dict
             path = folder / f"{tissue_id}{layout.MASK_SUFFIX}"
             name = element_names.labels_name(tissue_id, part)
             element = _raster([_lazy_mask(path)], ("y", "x"), mpp, tissue_id)
-            entry: dict[str, Any] = {
-                "kind": element_names.parse_element_name(name).kind,
-                "file": _relative(cohort, path),
-            }
-            entry.update({"tissue_id": tissue_id, "mpp": mpp})
+            kind = element_names.parse_element_name(name).kind
             if task is not None:
-                entry["task"] = task
-                element.attrs[element_names.ATTRS_KEY] = {"task": task, "categories": dict(encoders[task])}
+                set_label_attrs(element, task, encoders[task])
             out[name] = element
-            elements[name] = entry
+            elements[name] = ElementEntry(kind, _relative(cohort, path), tissue_id, mpp, task=task)
     return out
 
 
@@ -358,38 +343,21 @@ def _tissues_table(rows: pd.DataFrame) -> AnnData:
 # attrs
 
 
-def _json(value: Any) -> Any:
-    """``value`` with only JSON types: numpy scalars unwrapped, NaN/NA -> None, tuples -> lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_json(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return str(value)
-
-
 def _dtypes(frame: pd.DataFrame) -> dict[str, str]:
     return {str(c): str(t) for c, t in frame.dtypes.items()}
 
 
-def _cells_schema(cohort: Cohort) -> dict[str, Any]:
+def _cells_frame(cohort: Cohort) -> pd.DataFrame:
+    """An empty ``cells.parquet`` with its columns and dtypes (read from the schema, not the rows)."""
     import pyarrow.parquet as pq
 
-    empty = pq.read_schema(cohort.paths.cells).empty_table().to_pandas()
-    return {"columns": list(map(str, empty.columns)), "dtypes": _dtypes(empty)}
+    return pq.read_schema(cohort.paths.cells).empty_table().to_pandas()
 
 
 def _attrs(
     sel: _Selection,
     resolution: float | None,
-    elements: dict[str, dict],
+    elements: dict[str, ElementEntry],
     encoders: dict[str, dict[str, int]],
     tables: dict[str, Any],
     tissue_rows: pd.DataFrame,
@@ -412,55 +380,66 @@ def _attrs(
     if tech_attrs:
         attrs["tech"] = {str(k): str(v) for k, v in tech_attrs.items()}
 
-    multiplex = [m for m in sel.modalities if layout.is_multiplex(m)]
-    spora: dict[str, Any] = {
-        "dataset": cohort.dataset,
-        "resolution": resolution,
-        "resolutions": dict(sel.image_mpp),
-        "mask_resolution": sel.cell_mask_mpp,
-        "tissue_mask_resolution": sel.tissue_mask_mpp,
-        "modalities": list(sel.modalities),
-        "spora_sd_version": __version__,
-        "elements": elements,
-        "tables": {},
-        "label_encoders": encoders,
-        "channels": {},
-        "channels_per_tissue": {},
-        "tissues": {
-            "file": _relative(cohort, cohort.paths.tissues),
-            "columns": list(map(str, cohort.tissues.columns)),
-            "dtypes": _dtypes(cohort.tissues),
-            "n_rows": len(tissue_rows),
-            "tissue_metadata": tissue_metadata,
-        },
-    }
-    for m in multiplex:
-        channels = cohort.channels(m)
-        spora["channels"][m] = {
-            "file": _relative(cohort, cohort.paths.channels(m)),
-            "columns": list(map(str, channels.columns)),
-            "dtypes": _dtypes(channels),
-            "records": channels.to_dict("records"),
-        }
-        with_modality = set(cohort.tissue_ids(m))
-        spora["channels_per_tissue"][m] = _channels_by_tissue(
-            cohort, m, [t for t in sel.tissue_ids if t in with_modality]
-        )
-    if element_names.CELL_TABLE in tables:
-        spora["cells"] = {
-            "file": _relative(cohort, cohort.paths.cells),
-            **_cells_schema(cohort),
-            "intensities": {m: ("table" if cohort.intensity_columns(m) else "computed") for m in multiplex},
-        }
-        spora["tables"][element_names.CELL_TABLE] = {"kind": "table", "file": _relative(cohort, cohort.paths.cells)}
-    if element_names.TISSUE_TABLE in tables:
-        spora["tables"][element_names.TISSUE_TABLE] = {"kind": "table", "file": _relative(cohort, cohort.paths.tissues)}
     # Category order and derived-product recipes, for from_spatialdata to write the cohort back exactly.
     from spora_sd.convert.plan_from_attrs import reverse_map_extras
 
-    reverse_map_extras(cohort, spora)
-    attrs[element_names.ATTRS_KEY] = spora
-    return _json(attrs)
+    extras = reverse_map_extras(cohort)
+    multiplex = [m for m in sel.modalities if layout.is_multiplex(m)]
+    channels: dict[str, FrameSpec] = {}
+    channels_per_tissue: dict[str, dict[str, list[str]]] = {}
+    for m in multiplex:
+        frame = cohort.channels(m)
+        channels[m] = FrameSpec(
+            columns=list(map(str, frame.columns)),
+            dtypes=_dtypes(frame),
+            file=_relative(cohort, cohort.paths.channels(m)),
+            records=frame.to_dict("records"),
+        )
+        with_modality = set(cohort.tissue_ids(m))
+        channels_per_tissue[m] = _channels_by_tissue(cohort, m, [t for t in sel.tissue_ids if t in with_modality])
+    table_files: dict[str, str] = {}
+    cells: FrameSpec | None = None
+    if element_names.CELL_TABLE in tables:
+        empty = _cells_frame(cohort)
+        cells = FrameSpec(
+            columns=list(map(str, empty.columns)),
+            dtypes=_dtypes(empty),
+            file=_relative(cohort, cohort.paths.cells),
+            categories=extras.cell_categories,
+        )
+        table_files[element_names.CELL_TABLE] = _relative(cohort, cohort.paths.cells)
+    if element_names.TISSUE_TABLE in tables:
+        table_files[element_names.TISSUE_TABLE] = _relative(cohort, cohort.paths.tissues)
+    spora = build_spora_attrs(
+        dataset=cohort.dataset,
+        modalities=sel.modalities,
+        elements=elements,
+        resolution=resolution,
+        resolutions=sel.image_mpp,
+        mask_resolution=sel.cell_mask_mpp,
+        tissue_mask_resolution=sel.tissue_mask_mpp,
+        tables=table_files,
+        label_encoders=encoders,
+        channels=channels,
+        channels_per_tissue=channels_per_tissue,
+        tissues=FrameSpec(
+            columns=list(map(str, cohort.tissues.columns)),
+            dtypes=_dtypes(cohort.tissues),
+            file=_relative(cohort, cohort.paths.tissues),
+            categories=extras.tissue_categories,
+        ),
+        tissue_rows=len(tissue_rows),
+        tissue_metadata=tissue_metadata,
+        cells=cells,
+        cell_intensities={m: ("table" if cohort.intensity_columns(m) else "computed") for m in multiplex}
+        if cells is not None
+        else None,
+        derived=extras.derived,
+        spora_sd_version=__version__,
+    )
+    attrs = json_safe(attrs)
+    spora.write_to(attrs)
+    return attrs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -532,9 +511,9 @@ def to_spatialdata(
 
     unknown = [e for e in elements if e not in ELEMENTS]
     if unknown:
-        raise ValueError(f"unknown element kind(s) {unknown}; expected any of {ELEMENTS}")
+        raise InvalidArgumentError(f"unknown element kind(s) {unknown}; expected any of {ELEMENTS}")
     if tissue_metadata not in _TISSUE_METADATA:
-        raise ValueError(f"tissue_metadata must be one of {_TISSUE_METADATA}, not {tissue_metadata!r}")
+        raise InvalidArgumentError(f"tissue_metadata must be one of {_TISSUE_METADATA}, not {tissue_metadata!r}")
     c = open_cohort(cohort)
     sel = _select(c, tissues, modalities, resolution)
     element_map: dict[str, dict] = {}
@@ -671,7 +650,7 @@ def convert(
     """
     target = Path(out)
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+        raise TargetExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     sdata = to_spatialdata(
         cohort, tissues=tissues, modalities=modalities, resolution=resolution, progress=progress, **kwargs
     )

@@ -206,7 +206,7 @@ def cohort_info(name: str) -> CohortInfo:
 
     Raises
     ------
-    KeyError
+    CohortNotFoundError
         When the name is not in the registry; the message lists the available names.
 
     Examples
@@ -216,7 +216,7 @@ def cohort_info(name: str) -> CohortInfo:
     """
     key = _canonical_key(name)
     if key is None:
-        raise KeyError(f"Unknown cohort {name!r}. Available: {_available()}")
+        raise CohortNotFoundError(f"Unknown cohort {name!r}. Available: {_available()}")
     return cohorts[key]
 
 
@@ -236,7 +236,7 @@ def rclone_command(key: str, destination: str | Path, modalities: list[str] | No
     layout.check_dataset_key(key)
     command = f"rclone copy {RCLONE_REMOTE}/{key} {destination}"
     if modalities:
-        folders = ["metadata", "segmentations"]
+        folders = [layout.METADATA, layout.SEGMENTATIONS_DIR]
         for m in modalities:
             layout.check_modality(m)
             folders.append(f"{layout.IHC_DIR}/{m}" if m.startswith(layout.IHC_PREFIX) else m)

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from spora_sd import layout
+from spora_sd.errors import InvalidArgumentError, TargetExistsError
 from spora_sd.io.atomic import TMP_MARKER, remove_path, replace_path
 from spora_sd.io.images import build_pyramid, write_image
 from spora_sd.io.masks import write_mask
@@ -626,7 +627,7 @@ def _render_tissue(job: _TissueJob) -> pd.DataFrame:
                 paths.image(layout.HE, mpp, job.tissue_id),
                 _downsample(he, mpp / finest),
                 mpp,
-                ["R", "G", "B"],
+                list(layout.HE_CHANNELS),
                 job.n_levels,
             )
     for mpp in job.resolutions:
@@ -644,7 +645,7 @@ def _sizes(image_size: int | tuple[int, int]) -> tuple[int, int]:
     try:
         height, width = (int(s) for s in image_size)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}") from None
+        raise InvalidArgumentError(f"image_size must be an int or (height, width), got {image_size!r}") from None
     return height, width
 
 
@@ -655,7 +656,7 @@ def _check_modalities(modalities: Sequence[str]) -> tuple[str | None, bool]:
     multiplex = [m for m in modalities if layout.is_multiplex(m)]
     other = [m for m in modalities if not layout.is_multiplex(m) and m != layout.HE]
     if not modalities or len(multiplex) > 1 or other:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"modalities must be one multiplex modality ({', '.join(layout.MULTIPLEX_MODALITIES)}) and/or 'he', "
             f"got {modalities!r}"
         )
@@ -746,7 +747,7 @@ def make_synthetic_cohort(
     standardization, tiling
         Compute the standardization statistics and the default tiling.
     overwrite
-        Replace an existing cohort (else :class:`FileExistsError`).
+        Replace an existing cohort (else :class:`~spora_sd.errors.TargetExistsError`).
     progress
         Show progress bars.
 
@@ -768,28 +769,36 @@ def make_synthetic_cohort(
     name = layout.check_dataset_key(name)
     multiplex, with_he = _check_modalities(modalities)
     if isinstance(n_tissues, bool) or not isinstance(n_tissues, int) or n_tissues < 1:
-        raise ValueError(f"n_tissues must be a positive integer, got {n_tissues!r}")
-    if multiplex is not None and not 3 <= n_channels <= len(MARKERS):
-        raise ValueError(f"n_channels must be between 3 and {len(MARKERS)}, got {n_channels!r}")
+        raise InvalidArgumentError(f"n_tissues must be a positive integer, got {n_tissues!r}")
+    if multiplex is not None and (
+        isinstance(n_channels, bool) or not isinstance(n_channels, int) or not 3 <= n_channels <= len(MARKERS)
+    ):
+        raise InvalidArgumentError(f"n_channels must be between 3 and {len(MARKERS)}, got {n_channels!r}")
     if not isinstance(n_cells, int) or n_cells < 0:
-        raise ValueError(f"n_cells must be a non-negative integer, got {n_cells!r}")
+        raise InvalidArgumentError(f"n_cells must be a non-negative integer, got {n_cells!r}")
     if not isinstance(n_levels, int) or n_levels < 1:
-        raise ValueError(f"n_levels must be a positive integer, got {n_levels!r}")
-    image_dtype = np.dtype(dtype)
+        raise InvalidArgumentError(f"n_levels must be a positive integer, got {n_levels!r}")
+    try:
+        image_dtype = np.dtype(dtype)
+    except TypeError:
+        raise InvalidArgumentError(f"dtype must be an unsigned integer or float dtype, got {dtype!r}") from None
     if image_dtype.kind not in "uf":
-        raise ValueError(f"dtype must be an unsigned integer or float dtype, got {dtype!r}")
+        raise InvalidArgumentError(f"dtype must be an unsigned integer or float dtype, got {dtype!r}")
     if not resolutions:
-        raise ValueError("resolutions must name at least one resolution (microns per pixel)")
-    mpps = tuple(sorted({float(r) for r in resolutions}))
+        raise InvalidArgumentError("resolutions must name at least one resolution (microns per pixel)")
+    try:
+        mpps = tuple(sorted({float(r) for r in resolutions}))
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"resolutions must be numbers (microns per pixel), got {resolutions!r}") from None
     for mpp in mpps:
         layout.format_resolution(mpp)  # refuses what has no folder name
     base_height, base_width = _sizes(image_size)
     if min(base_height, base_width) < 8:
-        raise ValueError(f"image_size must be at least 8 pixels, got {image_size!r}")
+        raise InvalidArgumentError(f"image_size must be at least 8 pixels, got {image_size!r}")
 
     target = Path(root) / name
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        raise TargetExistsError(f"{target} exists; pass overwrite=True to replace it")
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     jitter = rng.uniform(-size_jitter, size_jitter, size=(n_tissues, 2))
@@ -804,7 +813,7 @@ def make_synthetic_cohort(
     else:
         he_set = {int(i) for i in he_tissues}
         if not he_set <= set(range(n_tissues)):
-            raise ValueError(f"he_tissues must be positions in range({n_tissues}), got {sorted(he_set)}")
+            raise InvalidArgumentError(f"he_tissues must be positions in range({n_tissues}), got {sorted(he_set)}")
 
     patients = _patients(rng, name, n_tissues)
     tissue_ids = patients.tissue_ids
@@ -881,7 +890,7 @@ def _patients(rng: np.random.Generator, name: str, n_tissues: int) -> _Patients:
     raw_ids = [f"SYN-P{p:04d}" for p in range(n_patients)]
     hashes = [layout.patient_hash(raw, name) for raw in raw_ids]
     if len(set(hashes)) != len(hashes):
-        raise ValueError("two synthetic patients hash to the same patient id; use another dataset name")
+        raise InvalidArgumentError("two synthetic patients hash to the same patient id; use another dataset name")
     specimen_of = [0 if i == 0 or patient_of[i] != patient_of[i - 1] else 1 for i in range(n_tissues)]
     tissue_ids = [layout.compose_tissue_id(name, hashes[p], s) for p, s in zip(patient_of, specimen_of, strict=True)]
     test = rng.permutation(n_patients)[: max(1, round(0.25 * n_patients)) if n_patients > 1 else 0]

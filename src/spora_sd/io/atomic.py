@@ -34,6 +34,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from spora_sd.errors import TargetExistsError
+
 __all__ = [
     "MARKER_PREFIX",
     "TMP_MARKER",
@@ -76,7 +78,7 @@ def replace_path(tmp: Path, target: Path, *, overwrite: bool = True) -> None:
     """
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+            raise TargetExistsError(f"{target} exists; pass overwrite=True to replace it")
         if tmp.is_dir() or target.is_dir():
             aside = _temporary_sibling(target)
             os.rename(target, aside)
@@ -103,7 +105,7 @@ def atomic_path(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]
     """
     target = Path(target)
     if not overwrite and target.exists():
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        raise TargetExistsError(f"{target} exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(target)
     try:
@@ -127,11 +129,12 @@ def export_workspace(target: str | Path, *, overwrite: bool = False) -> Iterator
     target
         The cohort folder to create.
     overwrite
-        Replace an existing ``target`` (else :class:`FileExistsError`, before anything is written).
+        Replace an existing ``target`` (else :class:`~spora_sd.errors.TargetExistsError`, a
+        ``FileExistsError``, before anything is written).
     """
     target = Path(target)
     if (target.exists() or target.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+        raise TargetExistsError(f"{target} exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     holder = _temporary_sibling(target)
     work = holder / target.name

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from spora_sd import layout
-from spora_sd.errors import CohortFormatError, CohortNotFoundError, LayoutNameError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, LayoutNameError
 from spora_sd.io.atomic import is_temporary
 from spora_sd.io.images import ImageMetadata, open_image_levels, read_image_metadata
 from spora_sd.io.masks import read_mask
@@ -46,6 +46,17 @@ def _listdir(path: Path) -> list[str]:
         return sorted(n for n in os.listdir(path) if not n.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def _some(names: Sequence[str], limit: int = 5) -> str:
+    """``names`` for an error message: the first ``limit`` of them and how many more there are.
+
+    >>> _some(["a", "b", "c"], limit=2)
+    "['a', 'b'] (and 1 more)"
+    """
+    shown = list(names)[:limit]
+    more = len(names) - len(shown)
+    return f"{shown}" + (f" (and {more} more)" if more else "")
 
 
 def _resolutions_in(path: Path) -> list[float]:
@@ -163,16 +174,31 @@ class Cohort:
     def panel(self, modality: str) -> list[str]:
         """Channel names of the cohort panel of ``modality`` (for H&E: ``["R", "G", "B"]``)."""
         if not layout.is_multiplex(modality):
-            return ["R", "G", "B"] if modality == layout.HE else [modality.removeprefix(layout.IHC_PREFIX)]
+            return list(layout.HE_CHANNELS) if modality == layout.HE else [modality.removeprefix(layout.IHC_PREFIX)]
         return self.channels(modality)["channel_name"].astype(str).tolist()
 
     def tissue_channels(self, tissue_id: str, modality: str) -> list[str]:
-        """Channels measured for one tissue, in panel order (the channels of its image)."""
+        """Channels measured for one tissue, in panel order (the channels of its image).
+
+        Raises
+        ------
+        InvalidArgumentError
+            ``tissue_id`` is no ``modality`` tissue of the cohort.
+        CohortFormatError
+            It is one, but ``channels_per_tissue.parquet`` has no row for it (rule ``ids.inconsistent``).
+        """
         if not layout.is_multiplex(modality):
             return self.panel(modality)
         cpt = self.channels_per_tissue(modality)
         if tissue_id not in cpt.index:
-            raise KeyError(f"{self.paths.channels_per_tissue(modality)}: no row for tissue {tissue_id!r}")
+            cpt_path = self.paths.channels_per_tissue(modality)
+            known = self.tissue_ids(modality)
+            if tissue_id in known:
+                raise CohortFormatError(cpt_path, "ids.inconsistent", f"no row for tissue {tissue_id!r}")
+            raise InvalidArgumentError(
+                f"{cpt_path}: no row for tissue {tissue_id!r}, which is no {modality!r} tissue of the cohort; "
+                f"expected one of {_some(known)}"
+            )
         row = cpt.loc[tissue_id]
         return [c for c in self.panel(modality) if bool(row.get(c, False))]
 
@@ -199,7 +225,12 @@ class Cohort:
 
     def image(self, tissue_id: str, modality: str, resolution: float | None = None, level: int = 0) -> da.Array:
         """One pyramid level of an image as a lazy ``(C, Y, X)`` dask array."""
-        return self.image_levels(tissue_id, modality, resolution)[level]
+        levels = self.image_levels(tissue_id, modality, resolution)
+        if not -len(levels) <= level < len(levels):
+            raise InvalidArgumentError(
+                f"level={level!r}: the image of {tissue_id!r} has {len(levels)} pyramid levels, 0..{len(levels) - 1}"
+            )
+        return levels[level]
 
     # ---------------------------------------------------------------------------------------------
     # cells
@@ -287,7 +318,7 @@ class Cohort:
         self,
         modality: str,
         method: str = "quantile_clipping",
-        param: str = "uq_0.99",
+        param: str = layout.DEFAULT_STANDARDIZATION_PARAM,
         resolution: float | None = None,
     ) -> dict[str, pd.DataFrame]:
         """The §6 tables of one standardization spec; both folder spellings (``uq_0.99``, ``uq_0.99_image``)."""

@@ -27,8 +27,9 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from spora_sd.errors import CohortFormatError
+from spora_sd.errors import CohortFormatError, InvalidArgumentError
 from spora_sd.io.atomic import atomic_path
+from spora_sd.layout import IMAGE_SUFFIX
 
 __all__ = [
     "CHUNK_SIZE",
@@ -200,16 +201,18 @@ def write_image(
     n_levels
         When ``image`` is a single array, the number of pyramid levels to build (1 = none).
     overwrite
-        Replace an existing image (atomically) instead of raising :class:`FileExistsError`.
+        Replace an existing image (atomically) instead of raising :class:`~spora_sd.errors.TargetExistsError`.
     """
     path = Path(path)
     levels = list(image) if isinstance(image, list | tuple) else build_pyramid(image, n_levels)
     base = levels[0]
     if base.ndim != 3:
-        raise ValueError(f"{path}: image must have 3 dimensions (c, y, x), got shape {base.shape}")
+        raise InvalidArgumentError(f"{path}: image must have 3 dimensions (c, y, x), got shape {base.shape}")
     if len(channel_names) != base.shape[0]:
-        raise ValueError(f"{path}: {len(channel_names)} channel names for an image with {base.shape[0]} channels")
-    name = path.name.removesuffix(".ome.zarr")
+        raise InvalidArgumentError(
+            f"{path}: {len(channel_names)} channel names for an image with {base.shape[0]} channels"
+        )
+    name = path.name.removesuffix(IMAGE_SUFFIX)
     with atomic_path(path, overwrite=overwrite) as tmp:
         group = zarr.open_group(tmp, mode="w", zarr_format=3)
         for level, data in enumerate(levels):

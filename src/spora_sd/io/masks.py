@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.layout import MASK_KEY
 
@@ -31,9 +31,9 @@ def write_mask(path: str | Path, mask: np.ndarray, *, overwrite: bool = True) ->
     path = Path(path)
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"{path}: a mask must be 2-D (y, x), got shape {mask.shape}")
+        raise InvalidArgumentError(f"{path}: a mask must be 2-D (y, x), got shape {mask.shape}")
     if mask.dtype == object:
-        raise ValueError(f"{path}: object arrays cannot be stored as masks (they would need pickle)")
+        raise InvalidArgumentError(f"{path}: object arrays cannot be stored as masks (they would need pickle)")
     with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
         # A file object, not a name: numpy would otherwise append ".npz" to the temporary name.
         np.savez_compressed(fh, **{MASK_KEY: mask})

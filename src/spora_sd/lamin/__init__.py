@@ -27,12 +27,12 @@ _LAZY_IMPORTS: dict[str, str] = {
     "setup_ontologies": "spora_sd.lamin.ontologies",
     "resolve_term": "spora_sd.lamin.ontologies",
     "Term": "spora_sd.lamin.ontologies",
-    "TermNotFoundError": "spora_sd.lamin.ontologies",
-    "AmbiguousTermError": "spora_sd.lamin.ontologies",
+    "TermNotFoundError": "spora_sd.errors",
+    "AmbiguousTermError": "spora_sd.errors",
     "spora_schema": "spora_sd.lamin.schema",
     "register": "spora_sd.lamin.registration",
-    "MetadataError": "spora_sd.lamin.registration",
-    "ArtifactNotFoundError": "spora_sd.lamin.query",
+    "MetadataError": "spora_sd.errors",
+    "ArtifactNotFoundError": "spora_sd.errors",
     "search": "spora_sd.lamin.query",
     "get_artifact": "spora_sd.lamin.query",
     "load": "spora_sd.lamin.query",
@@ -43,19 +43,19 @@ _LAZY_IMPORTS: dict[str, str] = {
 __all__ = sorted(_LAZY_IMPORTS)
 
 if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a re-export)
+    from spora_sd.errors import AmbiguousTermError as AmbiguousTermError
+    from spora_sd.errors import ArtifactNotFoundError as ArtifactNotFoundError
+    from spora_sd.errors import MetadataError as MetadataError
+    from spora_sd.errors import TermNotFoundError as TermNotFoundError
     from spora_sd.lamin.instance import current_instance as current_instance
     from spora_sd.lamin.instance import init_instance as init_instance
-    from spora_sd.lamin.ontologies import AmbiguousTermError as AmbiguousTermError
     from spora_sd.lamin.ontologies import Term as Term
-    from spora_sd.lamin.ontologies import TermNotFoundError as TermNotFoundError
     from spora_sd.lamin.ontologies import resolve_term as resolve_term
     from spora_sd.lamin.ontologies import setup_ontologies as setup_ontologies
-    from spora_sd.lamin.query import ArtifactNotFoundError as ArtifactNotFoundError
     from spora_sd.lamin.query import export as export
     from spora_sd.lamin.query import get_artifact as get_artifact
     from spora_sd.lamin.query import load as load
     from spora_sd.lamin.query import search as search
-    from spora_sd.lamin.registration import MetadataError as MetadataError
     from spora_sd.lamin.registration import register as register
     from spora_sd.lamin.schema import spora_schema as spora_schema
     from spora_sd.lamin.walkthrough import demo as demo

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from spora_sd.errors import SporaError
+from spora_sd.errors import InvalidArgumentError, SporaError
 from spora_sd.lamin.ontologies import setup_ontologies
 
 __all__ = ["current_instance", "init_instance", "quiet"]
@@ -74,7 +74,9 @@ def _instance_name(storage: Path, name: str | None) -> str:
     if name is None:
         name = re.sub(r"[^a-z0-9-]+", "-", storage.name.lower()).strip("-") or "spora"
     if not _NAME.match(name):
-        raise ValueError(f"instance name {name!r}: use lower-case letters, digits and '-' (at most 63 characters)")
+        raise InvalidArgumentError(
+            f"instance name {name!r}: use lower-case letters, digits and '-' (at most 63 characters)"
+        )
     return name
 
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
-from spora_sd.errors import SporaError
+from spora_sd.errors import AmbiguousTermError, InvalidArgumentError, SporaError, TermNotFoundError
+from spora_sd.layout import IHC_PREFIX
 from spora_sd.ontologies.files import ontology_frame, ontology_version
 
 if TYPE_CHECKING:
@@ -80,41 +81,6 @@ class Term(NamedTuple):
     name: str
 
 
-class TermNotFoundError(SporaError, ValueError):
-    """A value is no name, synonym or id of the ontology that backs its field.
-
-    Attributes
-    ----------
-    field, value, ontology, suggestions, where
-        What was looked up, in which ontology, the closest names, and where the value came from.
-    """
-
-    def __init__(self, field: str, value: str, ontology: str, suggestions: list[str], where: str | None = None) -> None:
-        self.field = field
-        self.value = value
-        self.ontology = ontology
-        self.suggestions = suggestions
-        self.where = where
-        hint = "close matches: " + ", ".join(repr(s) for s in suggestions) if suggestions else "no close matches"
-        origin = f" (from {where})" if where else ""
-        super().__init__(
-            f"{field} {value!r}{origin} is not a name, synonym or id of {ontology}; {hint}. "
-            f"Give a term name, a synonym or an ontology id."
-        )
-
-
-class AmbiguousTermError(SporaError, ValueError):
-    """A value is a synonym of several terms; the user must pick one by name or id."""
-
-    def __init__(self, field: str, value: str, candidates: list[Term], where: str | None = None) -> None:
-        self.field = field
-        self.value = value
-        self.candidates = candidates
-        origin = f" (from {where})" if where else ""
-        listed = ", ".join(f"{c.name!r} ({c.ontology_id})" for c in candidates)
-        super().__init__(f"{field} {value!r}{origin} is a synonym of several terms: {listed}; give the name or id.")
-
-
 def registry(field: str) -> type[SQLRecord]:
     """The bionty registry that holds the terms of a metadata field.
 
@@ -144,7 +110,7 @@ def _spec(field: str) -> _Spec:
     try:
         return _SPECS[field]
     except KeyError:
-        raise ValueError(f"unknown metadata field {field!r}; expected one of {list(FIELDS)}") from None
+        raise InvalidArgumentError(f"unknown metadata field {field!r}; expected one of {list(FIELDS)}") from None
 
 
 @functools.cache
@@ -182,7 +148,7 @@ def assay_for_modality(modality: str) -> str | None:
     >>> assay_for_modality("ihc_CD3E")
     'EFO:0022943'
     """
-    if modality.startswith("ihc_"):
+    if modality.startswith(IHC_PREFIX):
         return IHC_ASSAY
     match = assay_table().loc[lambda t: t["modality"] == modality, "ontology_id"]
     return None if match.empty else str(match.iloc[0])

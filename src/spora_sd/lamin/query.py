@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from spora_sd.errors import SporaError
-from spora_sd.lamin.ontologies import TermNotFoundError, registry, resolve_term
+from spora_sd.errors import ArtifactNotFoundError, TermNotFoundError
+from spora_sd.lamin.ontologies import registry, resolve_term
 from spora_sd.lamin.registration import KEY_PREFIX, artifact_key
 
 if TYPE_CHECKING:
@@ -51,10 +51,6 @@ _LINKS = {
     "assay": "experimental_factors",
     "cell_type": "cell_types",
 }
-
-
-class ArtifactNotFoundError(SporaError, LookupError):
-    """No registered cohort has that uid, key or dataset key."""
 
 
 _UID = re.compile(r"^[A-Za-z0-9]{16}(?:[A-Za-z0-9]{4})?$")

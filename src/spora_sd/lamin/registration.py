@@ -40,11 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from spora_sd.convert.element_names import ATTRS_KEY, CELL_TABLE, TISSUE_TABLE
-from spora_sd.errors import SporaError
+from spora_sd.convert.attrs import read_spora_attrs
+from spora_sd.convert.element_names import CELL_TABLE, TISSUE_TABLE
+from spora_sd.errors import CohortNotFoundError, MetadataError, SporaError
 from spora_sd.lamin.instance import quiet
 from spora_sd.lamin.ontologies import Term, assay_for_modality, resolve_term
 from spora_sd.lamin.schema import CELL_TYPE_COLUMNS, SLOT_OBS, spora_schema
+from spora_sd.layout import HE
 
 if TYPE_CHECKING:
     import lamindb as ln
@@ -59,10 +61,6 @@ KEY_PREFIX = "spora/"
 TRANSFORM_KEY = "spora_sd.lamin.register"
 _BIO_FIELDS = ("tissue", "disease", "organism")
 _TECH_FIELDS = ("assay",)
-
-
-class MetadataError(SporaError, ValueError):
-    """The dataset metadata (``sdata.attrs``) lacks a field, or contradicts itself."""
 
 
 def artifact_key(dataset: str) -> str:
@@ -100,16 +98,17 @@ def _registry_entry(dataset: str | None) -> Any:
         return None
     try:
         return cohort_info(dataset)
-    except KeyError:
+    except CohortNotFoundError:
         return None
 
 
 def _modalities(attrs: Mapping[str, Any]) -> list[str]:
-    for holder in (attrs, attrs.get(ATTRS_KEY) or {}):
-        value = holder.get("modalities") if isinstance(holder, Mapping) else None
-        if value:
-            return [str(m) for m in value]
-    return []
+    """``attrs["modalities"]``, else those of ``attrs["spora"]`` (:mod:`spora_sd.convert.attrs`)."""
+    value = attrs.get("modalities")
+    if value:
+        return [str(m) for m in value]
+    info = read_spora_attrs(attrs)
+    return info.modalities if info is not None else []
 
 
 def _read(section: Mapping[str, Any], field: str, where: str) -> tuple[str | None, str | None, str, str]:
@@ -241,7 +240,7 @@ def missing_fields(attrs: Mapping[str, Any]) -> list[str]:
 
 def _assays_from_modalities(attrs: Mapping[str, Any]) -> list[str]:
     # one assay per artifact: with H&E next to a multiplex modality, the multiplex one describes it
-    modalities = sorted(_modalities(attrs), key=lambda m: m == "he")
+    modalities = sorted(_modalities(attrs), key=lambda m: m == HE)
     return [a for a in (assay_for_modality(m) for m in modalities) if a]
 
 

@@ -30,7 +30,9 @@ __all__ = [
     "CELL_MASKS_DIR",
     "CHANNELS_FILE",
     "CHANNELS_PER_TISSUE_FILE",
+    "DEFAULT_STANDARDIZATION_PARAM",
     "HE",
+    "HE_CHANNELS",
     "IHC_DIR",
     "IHC_PREFIX",
     "IMAGES_DIR",
@@ -42,11 +44,16 @@ __all__ = [
     "METADATA",
     "MULTIPLEX_MODALITIES",
     "RESERVED_DIRS",
+    "SPATIALDATA_IO_IMAGE_SUFFIX",
     "SEGMENTATIONS_DIR",
     "STANDARDIZATION_DIR",
+    "STANDARDIZATION_IMAGE_SUFFIX",
+    "STANDARDIZATION_LOWER_PREFIX",
     "STANDARDIZATION_METHODS",
     "STANDARDIZATION_OPTIONAL",
     "STANDARDIZATION_REQUIRED",
+    "STANDARDIZATION_UPPER_PREFIX",
+    "TABLE_SUFFIX",
     "TILING_DIR",
     "TISSUE_ID_RE",
     "TISSUES_FILE",
@@ -59,20 +66,23 @@ __all__ = [
     "check_tissue_id",
     "compose_tissue_id",
     "format_resolution",
+    "format_standardization_param",
     "is_multiplex",
     "is_resolution_name",
     "is_tissue_id",
     "parse_resolution",
+    "parse_standardization_param",
     "parse_tissue_id",
     "patient_hash",
+    "standardization_param_spellings",
 ]
 
 HE = "he"
+#: Channel names of an H&E image (its three colour channels, in this order).
+HE_CHANNELS = ("R", "G", "B")
 IHC_PREFIX = "ihc_"
 IHC_DIR = "ihc"
 MULTIPLEX_MODALITIES = ("imc", "codex", "cycif", "mibi")
-#: Top-level folder names a cohort may contain besides modality folders.
-RESERVED_DIRS = ("metadata", "segmentations", "tiling", IHC_DIR)
 
 METADATA = "metadata"
 TISSUES_FILE = "tissues.parquet"
@@ -90,6 +100,20 @@ CELL_MASKS_DIR = "cell_masks"
 INSTANCES_TASK = "instances"
 LABEL_ENCODER_FILE = "label_encoder.parquet"
 TILING_DIR = "tiling"
+#: Top-level folder names a cohort may contain besides modality folders.
+RESERVED_DIRS = (METADATA, SEGMENTATIONS_DIR, TILING_DIR, IHC_DIR)
+
+#: Parameter folder of a standardization spec: ``uq_<q>``, or ``uq_<q>_lq_<p>`` with a lower quantile;
+#: spora-io's reader spells it with the suffix ``_image`` (``uq_0.99_image``).
+STANDARDIZATION_UPPER_PREFIX = "uq_"
+STANDARDIZATION_LOWER_PREFIX = "_lq_"
+STANDARDIZATION_IMAGE_SUFFIX = "_image"
+#: Suffix that spatialdata-io's readers append to an image element's name (``<sample>_image``).
+SPATIALDATA_IO_IMAGE_SUFFIX = "_image"
+#: The baseline standardization parameter folder (upper quantile 0.99, no lower quantile).
+DEFAULT_STANDARDIZATION_PARAM = "uq_0.99"
+#: Suffix of every table of the layout.
+TABLE_SUFFIX = ".parquet"
 
 #: Files of a standardization folder (spec §6); the first three are required.
 STANDARDIZATION_REQUIRED = (
@@ -172,6 +196,85 @@ def is_resolution_name(name: str) -> bool:
     except LayoutNameError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------------
+# standardization parameters
+
+_QUANTILE = r"(\d+(?:\.\d+)?)"
+_STANDARDIZATION_PARAM_RE = re.compile(
+    rf"^{STANDARDIZATION_UPPER_PREFIX}{_QUANTILE}"
+    rf"(?:{STANDARDIZATION_LOWER_PREFIX}{_QUANTILE})?"
+    rf"(?:{STANDARDIZATION_IMAGE_SUFFIX})?$"
+)
+
+
+def _quantile_text(kind: str, q: object) -> str:
+    """A quantile written the way Python prints the float (``0.99``), checked to lie in [0, 1]."""
+    try:
+        value = float(q)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise _fail(kind, q, "must be a number in [0, 1]") from None
+    if isinstance(q, bool) or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise _fail(kind, q, "must be a number in [0, 1]")
+    text = repr(value)
+    if "e" in text or "E" in text:
+        raise _fail(kind, q, "Python prints it in scientific notation, which has no folder name")
+    return text
+
+
+def format_standardization_param(upper: float, lower: float | None = None) -> str:
+    """The parameter folder name of a standardization spec: ``uq_<upper>``, or ``uq_<upper>_lq_<lower>``.
+
+    Quantiles are written the way Python prints the float, as spora-io names the folders.
+
+    >>> format_standardization_param(0.99)
+    'uq_0.99'
+    >>> format_standardization_param(0.995, 0.01)
+    'uq_0.995_lq_0.01'
+    """
+    name = f"{STANDARDIZATION_UPPER_PREFIX}{_quantile_text('upper quantile', upper)}"
+    if lower is not None:
+        lower_text = _quantile_text("lower quantile", lower)
+        if not float(lower) < float(upper):
+            raise _fail("lower quantile", lower, f"must be smaller than the upper quantile {upper!r}")
+        name += f"{STANDARDIZATION_LOWER_PREFIX}{lower_text}"
+    return name
+
+
+def parse_standardization_param(name: str) -> tuple[float, float | None]:
+    """``(upper, lower)`` quantiles of a standardization parameter folder name; ``lower`` is ``None``
+    when the name has none. spora-io's spelling with the suffix ``_image`` is accepted.
+
+    >>> parse_standardization_param("uq_0.99")
+    (0.99, None)
+    >>> parse_standardization_param("uq_0.995_lq_0.01_image")
+    (0.995, 0.01)
+    """
+    match = _STANDARDIZATION_PARAM_RE.match(name) if isinstance(name, str) else None
+    if match is None:
+        raise _fail(
+            "standardization parameter",
+            name,
+            f"expected '{STANDARDIZATION_UPPER_PREFIX}<q>' or "
+            f"'{STANDARDIZATION_UPPER_PREFIX}<q>{STANDARDIZATION_LOWER_PREFIX}<p>' (optionally ending in "
+            f"{STANDARDIZATION_IMAGE_SUFFIX!r}), e.g. 'uq_0.99'",
+        )
+    upper = float(match.group(1))
+    lower = None if match.group(2) is None else float(match.group(2))
+    if upper > 1.0 or (lower is not None and not lower < upper):
+        raise _fail("standardization parameter", name, "quantiles must lie in [0, 1], the lower below the upper")
+    return upper, lower
+
+
+def standardization_param_spellings(param: str) -> tuple[str, str]:
+    """Both spellings of a parameter folder: the spec's and spora-io's (with ``_image``).
+
+    >>> standardization_param_spellings("uq_0.99_image")
+    ('uq_0.99', 'uq_0.99_image')
+    """
+    base = param.removesuffix(STANDARDIZATION_IMAGE_SUFFIX)
+    return base, f"{base}{STANDARDIZATION_IMAGE_SUFFIX}"
 
 
 # --------------------------------------------------------------------------------------------------

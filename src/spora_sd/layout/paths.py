@@ -29,6 +29,7 @@ from spora_sd.layout.names import (
     STANDARDIZATION_DIR,
     STANDARDIZATION_OPTIONAL,
     STANDARDIZATION_REQUIRED,
+    TABLE_SUFFIX,
     TILING_DIR,
     TISSUE_MASKS_DIR,
     TISSUES_FILE,
@@ -38,6 +39,7 @@ from spora_sd.layout.names import (
     check_task,
     check_tissue_id,
     format_resolution,
+    standardization_param_spellings,
 )
 
 __all__ = ["CohortPaths", "parse_tile_filename", "tissue_id_from_filename"]
@@ -109,13 +111,12 @@ class CohortPaths:
 
     def standardization_candidates(self, modality: str, mpp: float, method: str, param: str) -> list[Path]:
         """Both spellings of a standardization folder: ``uq_0.99`` and the reader's ``uq_0.99_image``."""
-        base = param.removesuffix("_image")
-        return [self.standardization_dir(modality, mpp, method, p) for p in (base, f"{base}_image")]
+        return [self.standardization_dir(modality, mpp, method, p) for p in standardization_param_spellings(param)]
 
     def standardization_file(self, folder: Path, name: str) -> Path:
         if name not in STANDARDIZATION_REQUIRED + STANDARDIZATION_OPTIONAL:
             raise _fail("standardization file", name, "not a file of spec §6")
-        return folder / f"{name}.parquet"
+        return folder / f"{name}{TABLE_SUFFIX}"
 
     # segmentations -------------------------------------------------------------------------------
     def segmentations_dir(self, mpp: float) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from spora_sd.errors import InvalidArgumentError
 from spora_sd.io.masks import read_mask
 
 __all__ = ["MaskCache", "MaskRef", "crop_padded"]
@@ -49,7 +50,7 @@ class MaskRef:
         data = self.data.compute(scheduler="synchronous") if hasattr(self.data, "compute") else self.data
         mask = np.asarray(data)
         if mask.ndim != 2:
-            raise ValueError(f"{self.key}: a mask must be 2-D (y, x), got shape {mask.shape}")
+            raise InvalidArgumentError(f"{self.key}: a mask must be 2-D (y, x), got shape {mask.shape}")
         return mask
 
 

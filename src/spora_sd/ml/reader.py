@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from spora_sd.errors import CohortFormatError
+from spora_sd.errors import CohortFormatError, InvalidArgumentError
 
 __all__ = ["DEFAULT_CACHE_BYTES", "ArraySource", "ReadStats", "TileReader", "ZarrSource"]
 
@@ -138,7 +138,7 @@ class ArraySource:
 
     def __init__(self, data: Any, key: str, default_chunk: int = 256) -> None:
         if getattr(data, "ndim", None) != 3:
-            raise ValueError(f"{key}: expected a (c, y, x) array, got shape {getattr(data, 'shape', None)}")
+            raise InvalidArgumentError(f"{key}: expected a (c, y, x) array, got shape {getattr(data, 'shape', None)}")
         self.data = data
         self.key = key
         chunks = getattr(data, "chunks", None)

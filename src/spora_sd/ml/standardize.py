@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from spora_sd import layout
-from spora_sd.errors import CohortFormatError
+from spora_sd.errors import CohortFormatError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from spora_sd.io.cohort import Cohort
@@ -57,7 +57,7 @@ def parse_standardization(spec: str) -> tuple[str, str]:
     """
     parts = str(spec).strip().strip("/").split("/")
     if len(parts) != 2 or parts[0] not in layout.STANDARDIZATION_METHODS or not parts[1]:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"invalid standardization {spec!r}: expected '<method>/<param>' with method one of "
             f"{', '.join(layout.STANDARDIZATION_METHODS)}, e.g. 'quantile_clipping_log1p/uq_0.99'"
         )
@@ -177,11 +177,11 @@ class Standardizer:
         source: str = "standardization statistics",
     ) -> None:
         if method not in layout.STANDARDIZATION_METHODS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown standardization method {method!r}; expected one of {', '.join(layout.STANDARDIZATION_METHODS)}"
             )
         if (mean is None) != (std is None):
-            raise ValueError("the z-score needs both the global means and the global stds")
+            raise InvalidArgumentError("the z-score needs both the global means and the global stds")
         self.panel = list(panel)
         self.method = method
         self.source = source
@@ -234,7 +234,9 @@ class Standardizer:
 
         cohort = open_cohort(cohort)
         if not layout.is_multiplex(modality):
-            raise ValueError(f"standardization statistics exist for multiplex modalities only, not {modality!r}")
+            raise InvalidArgumentError(
+                f"standardization statistics exist for multiplex modalities only, not {modality!r}"
+            )
         method, param = parse_standardization(standardization)
         tables = cohort.standardization(modality, method, param, resolution)
         mpp = cohort._default_resolution(modality, resolution)
@@ -325,7 +327,10 @@ class Standardizer:
             return lut
         valid, lower, upper, scale, offset = self._stats(tissue_id)
         if not valid[position]:
-            raise ValueError(f"{self.panel[position]!r} has unusable statistics for tissue {tissue_id!r}")
+            raise InvalidArgumentError(
+                f"{self.panel[position]!r} has unusable statistics for tissue {tissue_id!r}; "
+                "apply only the channels that Standardizer.valid(tissue_id) marks usable"
+            )
         values = np.arange(int(np.ceil(min(float(upper[position]), 65535.0))) + 1, dtype=np.float64)
         y = np.clip(values, float(lower[position]), float(upper[position]))
         if self.method == "quantile_clipping_log1p":

@@ -52,7 +52,8 @@ import pandas as pd
 
 from spora_sd import layout
 from spora_sd.convert import element_names
-from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.convert.attrs import read_spora_attrs
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError
 from spora_sd.io.images import CHUNK_SIZE
 from spora_sd.ml.masks import MaskCache, MaskRef, crop_padded
 from spora_sd.ml.reader import DEFAULT_CACHE_BYTES, ArraySource, TileReader, ZarrSource
@@ -86,6 +87,16 @@ class _TissueSource:
     channel_names: list[str]  # of the image, in image order
     masks: dict[str, MaskRef] = field(default_factory=dict)
     labels: dict[str, Any] = field(default_factory=dict)
+
+
+def _listed(names: Sequence[str], limit: int = 20) -> str:
+    """Names for an error message: all of them, or the first ``limit`` and how many more.
+
+    >>> _listed(["CD3E", "CD8A", "DNA1"], limit=2)
+    "['CD3E', 'CD8A'] (and 1 more)"
+    """
+    shown = list(names)[:limit]
+    return f"{shown}" + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _names(value: str | Sequence[str]) -> list[str]:
@@ -416,20 +427,33 @@ class TileDataset(_DatasetBase):
         labels = _names(labels)
         missing = [c for c in labels if c not in table.columns]
         if missing:
-            raise KeyError(f"{where}: no column {missing[0]!r} to use as a label (columns: {list(table.columns)})")
+            raise InvalidArgumentError(
+                f"{where}: labels={missing}: no such column of the tissues table to use as a label "
+                f"(columns: {list(map(str, table.columns))})"
+            )
         if tissues is not None:
             tissues = _names(tissues)
-            unknown = sorted(set(tissues) - set(table["tissue_id"].astype(str)))
+            known = table["tissue_id"].astype(str).tolist()
+            unknown = sorted(set(tissues) - set(known))
             if unknown:
-                raise KeyError(f"{where}: no {modality!r} tissue {unknown[0]!r}")
+                raise InvalidArgumentError(
+                    f"{where}: tissues={unknown}: no {modality!r} tissue of that id; "
+                    f"the {modality!r} tissues are {_listed(known)}"
+                )
             table = table[table["tissue_id"].astype(str).isin(tissues)]
         if split is not None:
             if "split" not in table.columns:
-                raise KeyError(f"{where}: no 'split' column to select split={split!r} from")
+                raise InvalidArgumentError(
+                    f"{where}: split={split!r}: the tissues table has no 'split' column to select from "
+                    f"(columns: {list(map(str, table.columns))})"
+                )
             splits = _names(split)
+            available = sorted(set(table["split"].dropna().astype(str)))
             table = table[table["split"].astype("string").isin(splits).fillna(False).to_numpy(bool)]
             if table.empty:
-                raise ValueError(f"{where}: no {modality!r} tissue has split {split!r}")
+                raise InvalidArgumentError(
+                    f"{where}: no {modality!r} tissue has split {split!r}; the splits are {available}"
+                )
         return [(str(row["tissue_id"]), {c: _python_value(row[c]) for c in labels}) for _, row in table.iterrows()]
 
     @staticmethod
@@ -455,11 +479,17 @@ class TileDataset(_DatasetBase):
             if channels == "all":
                 return names
             if "qc_pass" not in channel_table.columns:
-                raise KeyError(f"{where}: the channels table has no 'qc_pass' column for channels={channels!r}")
+                raise InvalidArgumentError(
+                    f"{where}: channels={channels!r} needs the 'qc_pass' column, which the channels table lacks; "
+                    "pass channels='all' or a list of channel names"
+                )
             keep = channel_table["qc_pass"].fillna(False).astype(bool).to_numpy()
             if channels == "uniprot":
                 if "uniprot_id" not in channel_table.columns:
-                    raise KeyError(f"{where}: the channels table has no 'uniprot_id' column for channels='uniprot'")
+                    raise InvalidArgumentError(
+                        f"{where}: channels='uniprot' needs the 'uniprot_id' column, which the channels table lacks; "
+                        "pass channels='all', 'qc' or a list of channel names"
+                    )
                 keep = keep & (  # not in place: pandas may hand out a read-only array
                     channel_table["uniprot_id"]
                     .astype("string")
@@ -469,11 +499,16 @@ class TileDataset(_DatasetBase):
                 )
             return [n for n, k in zip(names, keep, strict=True) if k]
         if isinstance(channels, str):
-            raise ValueError(f"channels={channels!r}: expected 'all', 'qc', 'uniprot' or a list of channel names")
+            raise InvalidArgumentError(
+                f"channels={channels!r}: expected 'all', 'qc', 'uniprot' or a list of channel names "
+                f"(a single channel as a list: channels=[{channels!r}])"
+            )
         wanted = list(channels)
         unknown = [c for c in wanted if c not in names]
         if unknown:
-            raise KeyError(f"{where}: channel {unknown[0]!r} is not in the {self.modality!r} panel")
+            raise InvalidArgumentError(
+                f"{where}: channels {unknown} are not in the {self.modality!r} panel; the panel is {_listed(names)}"
+            )
         return [n for n in names if n in set(wanted)]
 
     def _setup(
@@ -496,11 +531,11 @@ class TileDataset(_DatasetBase):
         where: str,
     ) -> None:
         if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size <= 0:
-            raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+            raise InvalidArgumentError(f"tile_size must be a positive integer, got {tile_size!r}")
         if standardizer is not None and not isinstance(standardizer, Standardizer):
             raise TypeError(f"standardization must be '<method>/<param>', a Standardizer or None, got {standardizer!r}")
         if standardizer is not None and not layout.is_multiplex(modality):
-            raise ValueError(f"standardization applies to multiplex modalities only, not {modality!r}")
+            raise InvalidArgumentError(f"standardization applies to multiplex modalities only, not {modality!r}")
         self.modality = modality
         self.tile_size = int(tile_size)
         self.strategy = strategy
@@ -517,7 +552,7 @@ class TileDataset(_DatasetBase):
         self._plan_channels()
         if isinstance(centres, str):
             if centres != "cells":
-                raise ValueError(f"centres={centres!r}: expected 'cells' or a table with tissue_id, y, x")
+                raise InvalidArgumentError(f"centres={centres!r}: expected 'cells' or a table with tissue_id, y, x")
             centres = self._cell_centres()
         if centres is not None:
             self._tiles_from_centres(centres)
@@ -605,7 +640,10 @@ class TileDataset(_DatasetBase):
     def _tiles_from_centres(self, centres: pd.DataFrame) -> None:
         missing = [c for c in ("tissue_id", "y", "x") if c not in centres.columns]
         if missing:
-            raise KeyError(f"centres: missing column {missing[0]!r} (expected tissue_id, y, x and optionally cell_id)")
+            raise InvalidArgumentError(
+                f"centres: missing columns {missing} (expected tissue_id, y, x and optionally cell_id; "
+                f"got {list(map(str, centres.columns))})"
+            )
         centres = centres[centres["tissue_id"].astype(str).isin(self._index)]
         tissue = centres["tissue_id"].astype(str).map(self._index).to_numpy()
         half = self.tile_size // 2
@@ -760,8 +798,9 @@ def _spatialdata_sources(sdata: Any, modality: str) -> tuple[list[_TissueSource]
         channel_table = pd.DataFrame({"channel_name": seen})
     unknown = [c for c in seen if c not in set(channel_table["channel_name"].astype(str))]
     if unknown:
-        raise ValueError(
-            f"image channel {unknown[0]!r} is not in the {modality!r} channel table of the SpatialData object"
+        raise InvalidArgumentError(
+            f"SpatialData object: image channels {unknown} are not in its {modality!r} channel table "
+            f"({_listed(channel_table['channel_name'].astype(str).tolist())})"
         )
     tissue_table = None
     if element_names.TISSUE_TABLE in tables:
@@ -772,8 +811,8 @@ def _spatialdata_sources(sdata: Any, modality: str) -> tuple[list[_TissueSource]
 def _spatialdata_channels(sdata: Any, modality: str) -> pd.DataFrame | None:
     """The modality's ``channels.parquet`` as :func:`spora_sd.to_spatialdata` stores it (attrs), else the
     ``var`` of the cell table, else ``None`` (the images' own channels then make the panel)."""
-    spora = getattr(sdata, "attrs", {}).get(element_names.ATTRS_KEY) or {}
-    records = (spora.get("channels") or {}).get(modality, {}).get("records")
+    info = read_spora_attrs(sdata)
+    records = info.channel_records(modality) if info is not None else None
     if records:
         return pd.DataFrame.from_records(records)
     tables = getattr(sdata, "tables", {})

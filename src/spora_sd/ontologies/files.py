@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from spora_sd.errors import InvalidArgumentError
+
 __all__ = ["ONTOLOGY_NAMES", "ontology_frame", "ontology_version", "uniprot_entries"]
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def ontology_version(name: str) -> str:
     try:
         return str(_schema().supported_ontologies[name]["version"])
     except KeyError:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"ontology {name!r} is not shipped by cellxgene-ontology-guide; "
             f"known: {sorted(_schema().supported_ontologies)}"
         ) from None
@@ -136,7 +138,7 @@ def ontology_frame(name: str) -> pd.DataFrame:
     'triple-negative breast carcinoma'
     """
     if name not in ONTOLOGY_NAMES:
-        raise ValueError(f"unknown ontology {name!r}; expected one of {list(ONTOLOGY_NAMES)}")
+        raise InvalidArgumentError(f"unknown ontology {name!r}; expected one of {list(ONTOLOGY_NAMES)}")
     terms = _read_terms(name)
     prefix = f"{name}:"
     rows = []

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spora_sd.errors import InvalidArgumentError
 from spora_sd.ontologies.files import uniprot_entries
 
 __all__ = ["marker_table", "uniprot_id", "uniprot_ids"]
@@ -93,7 +94,7 @@ def _suffix(organism: str) -> str:
     try:
         return _ORGANISM_SUFFIX[organism.strip().lower()]
     except KeyError:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"organism {organism!r} is not supported for UniProt look-ups; use one of {sorted(_ORGANISM_SUFFIX)}"
         ) from None
 

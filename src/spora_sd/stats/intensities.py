@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from spora_sd import layout
-from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.images import open_image_levels
 from spora_sd.io.masks import read_mask
@@ -140,7 +140,7 @@ def label_means(image: Any, mask: np.ndarray, counts: np.ndarray | None = None) 
     """
     mask = _labels(mask)
     if tuple(image.shape[1:]) != mask.shape:
-        raise ValueError(f"image of shape {tuple(image.shape)} does not match its mask of shape {mask.shape}")
+        raise InvalidArgumentError(f"image of shape {tuple(image.shape)} does not match its mask of shape {mask.shape}")
     height, width = mask.shape
     n_labels = int(mask.max()) + 1 if mask.size else 1
     n_channels = int(image.shape[0])

@@ -31,7 +31,7 @@ import pandas as pd
 import zarr
 
 from spora_sd import layout
-from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, TargetExistsError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.masks import read_mask
@@ -75,7 +75,7 @@ def standardize(values: np.ndarray, lower: float, upper: float, method: str) -> 
         return (clipped - lower) / (upper - lower)
     if method == "quantile_clipping_log1p":
         return np.log1p(clipped)
-    raise ValueError(f"unknown standardization method {method!r}; expected one of {', '.join(METHODS)}")
+    raise InvalidArgumentError(f"unknown standardization method {method!r}; expected one of {', '.join(METHODS)}")
 
 
 def standardization_param(upper_quantile: float, lower_quantile: float | None = None) -> str:
@@ -89,20 +89,18 @@ def standardization_param(upper_quantile: float, lower_quantile: float | None = 
     'uq_0.995_lq_0.01'
     """
     _check_quantile("upper_quantile", upper_quantile)
-    param = f"uq_{float(upper_quantile)!r}"
     if lower_quantile is not None:
         _check_quantile("lower_quantile", lower_quantile)
         if not lower_quantile < upper_quantile:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"lower_quantile ({lower_quantile}) must be smaller than upper_quantile ({upper_quantile})"
             )
-        param += f"_lq_{float(lower_quantile)!r}"
-    return param
+    return layout.format_standardization_param(upper_quantile, lower_quantile)
 
 
 def _check_quantile(name: str, q: float) -> None:
     if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 <= float(q) <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {q!r}")
+        raise InvalidArgumentError(f"{name} must be a number in [0, 1], got {q!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,10 +315,12 @@ def _setup(
     use_tissue_mask: bool,
 ) -> _Setup:
     if not layout.is_multiplex(modality):
-        raise ValueError(f"standardization statistics exist for multiplex modalities only, not {modality!r}")
+        raise InvalidArgumentError(f"standardization statistics exist for multiplex modalities only, not {modality!r}")
     for method in methods:
         if method not in METHODS:
-            raise ValueError(f"unknown standardization method {method!r}; expected one of {', '.join(METHODS)}")
+            raise InvalidArgumentError(
+                f"unknown standardization method {method!r}; expected one of {', '.join(METHODS)}"
+            )
     if resolution is None:
         available = cohort.resolutions(modality)
         if not available:
@@ -392,7 +392,7 @@ def compute_standardizations(
     if not overwrite:
         existing = [f for f in folders if f.exists()]
         if existing:
-            raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
+            raise TargetExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
 
     n_tissues, n_panel = len(setup.jobs), len(setup.panel)
     upper = np.full((n_tissues, n_panel), np.nan)
@@ -522,7 +522,7 @@ def compute_standardization(
     use_tissue_mask
         Use only the pixels of ``segmentations/<res>/tissue_masks`` (else every pixel).
     overwrite
-        Replace an existing folder (else :class:`FileExistsError`).
+        Replace an existing folder (else :class:`~spora_sd.errors.TargetExistsError`).
     progress
         Show a progress bar.
 

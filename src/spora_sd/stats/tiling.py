@@ -23,6 +23,7 @@ Examples
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from spora_sd import layout
-from spora_sd.errors import CohortNotFoundError
+from spora_sd.errors import CohortNotFoundError, InvalidArgumentError, TargetExistsError
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.masks import read_mask
 from spora_sd.io.tables import write_table
@@ -41,6 +42,15 @@ __all__ = ["STRATEGIES", "compute_tiling", "tile_starts", "tile_tissue_fraction"
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "grid")
+
+
+def _is_fraction(value: object) -> bool:
+    """Whether ``value`` is a number in [0, 1] (not a bool, not a string).
+
+    >>> _is_fraction(0.5), _is_fraction(1), _is_fraction("0.5"), _is_fraction(1.5), _is_fraction(True)
+    (True, True, False, False, False)
+    """
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
 
 
 def tile_starts(length: int, tile_size: int, stride: int, strategy: str = "default") -> np.ndarray:
@@ -56,7 +66,7 @@ def tile_starts(length: int, tile_size: int, stride: int, strategy: str = "defau
     if strategy == "grid":
         return np.arange(0, max(length, 0), stride, dtype=np.int64)
     if strategy != "default":
-        raise ValueError(f"unknown tiling strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        raise InvalidArgumentError(f"unknown tiling strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if length < tile_size:
         return np.zeros(0, dtype=np.int64)
     starts = np.arange(0, length - tile_size + 1, stride, dtype=np.int64)
@@ -195,7 +205,7 @@ def compute_tiling(
     resolution
         Microns per pixel of the tissue masks; default the finest stored.
     overwrite
-        Replace existing tables (else :class:`FileExistsError`).
+        Replace existing tables (else :class:`~spora_sd.errors.TargetExistsError`).
     progress
         Show a progress bar.
 
@@ -214,15 +224,15 @@ def compute_tiling(
     """
     cohort = open_cohort(cohort)
     if isinstance(tile_size, bool) or not isinstance(tile_size, int | np.integer) or tile_size <= 0:
-        raise ValueError(f"tile_size must be a positive integer, got {tile_size!r}")
+        raise InvalidArgumentError(f"tile_size must be a positive integer, got {tile_size!r}")
     tile_size = int(tile_size)
     stride = tile_size if stride is None else stride
     if isinstance(stride, bool) or not isinstance(stride, int | np.integer) or stride <= 0:
-        raise ValueError(f"stride must be a positive integer, got {stride!r}")
+        raise InvalidArgumentError(f"stride must be a positive integer, got {stride!r}")
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown tiling strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    if not 0.0 <= float(min_tissue) <= 1.0:
-        raise ValueError(f"min_tissue must be a fraction in [0, 1], got {min_tissue!r}")
+        raise InvalidArgumentError(f"unknown tiling strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if not _is_fraction(min_tissue):
+        raise InvalidArgumentError(f"min_tissue must be a fraction in [0, 1], got {min_tissue!r}")
     if resolution is None:
         available = cohort.mask_resolutions()
         if not available:
@@ -232,7 +242,7 @@ def compute_tiling(
     coordinates_file = cohort.paths.tile_coordinates(mpp, strategy, tile_size)
     stats_file = cohort.paths.tile_stats(mpp, strategy, tile_size)
     if not overwrite and (coordinates_file.exists() or stats_file.exists()):
-        raise FileExistsError(f"{coordinates_file} exists; pass overwrite=True to replace it")
+        raise TargetExistsError(f"{coordinates_file} exists; pass overwrite=True to replace it")
 
     jobs, missing = [], []
     for tissue_id in cohort.tissue_ids():

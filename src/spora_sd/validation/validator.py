@@ -328,7 +328,7 @@ class _Validator:
 
     def expected_channels(self, modality: str, tissue_id: str) -> list[str] | None:
         if not layout.is_multiplex(modality):
-            return ["R", "G", "B"] if modality == layout.HE else None
+            return list(layout.HE_CHANNELS) if modality == layout.HE else None
         cpt = self.tissue_channels.get(modality)
         panel = self.channels.get(modality)
         if cpt is None or panel is None or tissue_id not in cpt.index:
@@ -380,12 +380,16 @@ class _Validator:
                 spec_dir = folder / method / param
                 if is_temporary(param) or not spec_dir.is_dir():
                     continue
-                present = {n.removesuffix(".parquet") for n in _entries(spec_dir)}
+                present = {n.removesuffix(layout.TABLE_SUFFIX) for n in _entries(spec_dir)}
                 for name in layout.STANDARDIZATION_REQUIRED:
                     if name not in present:
-                        self.add(spec_dir / f"{name}.parquet", "standardization.missing", "required table is missing")
+                        self.add(
+                            self.paths.standardization_file(spec_dir, name),
+                            "standardization.missing",
+                            "required table is missing",
+                        )
                 for name in sorted(present):
-                    file = spec_dir / f"{name}.parquet"
+                    file = spec_dir / f"{name}{layout.TABLE_SUFFIX}"
                     if is_temporary(name):
                         continue
                     if name.startswith("image_level_"):

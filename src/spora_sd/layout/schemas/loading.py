@@ -6,6 +6,10 @@ description of every table of a cohort. Each describes *one row* as a JSON objec
 ``x-index``, ``x-channel-columns``, ... documented in each file's ``$comment``) say what a row-wise validator
 cannot: dtypes, keys, the pandas index and channel columns. :mod:`.checker` applies them to whole tables.
 
+One file in that folder is not a table schema: :data:`ATTRS_SCHEMA_FILE` describes ``sdata.attrs["spora"]``,
+the JSON object that :mod:`spora_sd.convert.attrs` writes into every SpatialData; :func:`load_attrs_schema`
+loads it.
+
 Examples
 --------
 >>> load_schema("cells")["required"]
@@ -27,12 +31,14 @@ from jsonschema import Draft202012Validator
 from spora_sd.errors import LayoutNameError
 
 __all__ = [
+    "ATTRS_SCHEMA_FILE",
     "BOUNDS",
     "DTYPE_FAMILIES",
     "RULES",
     "SCHEMA_KINDS",
     "cached_schema",
     "is_nullable",
+    "load_attrs_schema",
     "load_schema",
     "schema_dir",
 ]
@@ -48,6 +54,9 @@ SCHEMA_KINDS: tuple[str, ...] = (
     "tile_stats",
     "label_encoder",
 )
+
+#: The one schema file of :func:`schema_dir` that is not a table kind: ``sdata.attrs["spora"]``.
+ATTRS_SCHEMA_FILE = "spora_attrs.schema.json"
 
 #: The dtype families that ``x-dtype`` may name (an all-null column fits every family).
 DTYPE_FAMILIES: tuple[str, ...] = (
@@ -150,6 +159,31 @@ def load_schema(kind: str) -> dict[str, Any]:
     [['tissue_id', 'modality']]
     """
     return copy.deepcopy(cached_schema(kind))
+
+
+@functools.cache
+def _attrs_schema() -> dict[str, Any]:
+    schema = json.loads((schema_dir() / ATTRS_SCHEMA_FILE).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def load_attrs_schema() -> dict[str, Any]:
+    """Load the JSON Schema of ``sdata.attrs["spora"]`` (:data:`ATTRS_SCHEMA_FILE`; not a table kind).
+
+    Parsed and meta-validated once per process; each call returns a fresh copy.
+
+    Returns
+    -------
+    dict
+        The schema (JSON Schema 2020-12), describing the whole ``attrs["spora"]`` object.
+
+    Examples
+    --------
+    >>> load_attrs_schema()["required"][:2]
+    ['format_version', 'dataset']
+    """
+    return copy.deepcopy(_attrs_schema())
 
 
 def _types(spec: dict[str, Any]) -> list[str]:
