@@ -9,7 +9,8 @@ import spora_sd
 
 
 def test_all_matches_lazy_imports() -> None:
-    assert set(spora_sd.__all__) == set(spora_sd._LAZY_IMPORTS)
+    assert set(spora_sd.__all__) == set(spora_sd._LAZY_IMPORTS) | set(spora_sd.errors.__all__)
+    assert len(spora_sd.__all__) == len(set(spora_sd.__all__))
     for name in spora_sd.__all__:
         assert getattr(spora_sd, name) is not None
 

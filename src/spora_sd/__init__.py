@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from spora_sd import errors as _errors
 from spora_sd._version import __version__ as __version__
+from spora_sd.errors import *  # noqa: F403 (every exception, eagerly: errors.py imports nothing heavy)
 
-# name -> module that defines it; tests/test_init.py checks this against __all__.
+# name -> module that defines it (exceptions aside); tests/test_init.py checks this against __all__.
 _LAZY_IMPORTS: dict[str, str] = {
     "Cohort": "spora_sd.io.cohort",
     "open_cohort": "spora_sd.io.cohort",
@@ -30,37 +32,11 @@ _LAZY_IMPORTS: dict[str, str] = {
     "compute_tiling": "spora_sd.stats.tiling",
     "resolve_cohort": "spora_sd.datasets.registry",
     "cohorts": "spora_sd.datasets.registry",
-    "SporaError": "spora_sd.errors",
-    "CohortFormatError": "spora_sd.errors",
-    "CohortNotFoundError": "spora_sd.errors",
-    "LayoutNameError": "spora_sd.errors",
-    "ExportInputError": "spora_sd.errors",
-    "InvalidArgumentError": "spora_sd.errors",
-    "TargetExistsError": "spora_sd.errors",
-    "MetadataError": "spora_sd.errors",
-    "ArtifactNotFoundError": "spora_sd.errors",
-    "TermNotFoundError": "spora_sd.errors",
-    "AmbiguousTermError": "spora_sd.errors",
-    "AttrsFormatError": "spora_sd.errors",
-    "AttrsVersionError": "spora_sd.errors",
 }
 
 __all__ = [
-    "AmbiguousTermError",
-    "ArtifactNotFoundError",
-    "AttrsFormatError",
-    "AttrsVersionError",
     "Cohort",
-    "CohortFormatError",
-    "CohortNotFoundError",
-    "ExportInputError",
-    "InvalidArgumentError",
-    "LayoutNameError",
-    "MetadataError",
     "Problem",
-    "SporaError",
-    "TargetExistsError",
-    "TermNotFoundError",
     "ValidationReport",
     "cohorts",
     "compute_cell_intensities",
@@ -72,6 +48,7 @@ __all__ = [
     "resolve_cohort",
     "to_spatialdata",
     "validate",
+    *_errors.__all__,
 ]
 
 if TYPE_CHECKING:  # static imports for type checkers and IDEs
@@ -79,21 +56,6 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs
     from spora_sd.convert.to_spatialdata import to_spatialdata
     from spora_sd.datasets.registry import cohorts, resolve_cohort
     from spora_sd.datasets.synthetic import make_synthetic_cohort
-    from spora_sd.errors import (
-        AmbiguousTermError,
-        ArtifactNotFoundError,
-        AttrsFormatError,
-        AttrsVersionError,
-        CohortFormatError,
-        CohortNotFoundError,
-        ExportInputError,
-        InvalidArgumentError,
-        LayoutNameError,
-        MetadataError,
-        SporaError,
-        TargetExistsError,
-        TermNotFoundError,
-    )
     from spora_sd.io.cohort import Cohort, open_cohort
     from spora_sd.report import Problem, ValidationReport
     from spora_sd.stats.intensities import compute_cell_intensities

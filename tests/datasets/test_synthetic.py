@@ -11,7 +11,8 @@ import pytest
 
 import spora_sd
 from spora_sd import layout
-from spora_sd.datasets.synthetic import CELL_TYPES, MARKERS, _downsample, _label_means, make_synthetic_cohort
+from spora_sd.datasets.synthetic import CELL_TYPES, MARKERS, make_synthetic_cohort
+from spora_sd.datasets.synthetic.rendering import _downsample, _label_means
 from spora_sd.io.cohort import open_cohort
 
 SMALL = {"n_tissues": 4, "image_size": 72, "n_cells": 25, "n_channels": 6}
