@@ -47,7 +47,7 @@ def cohort(quick: bool) -> Path:
 def _reference(quick: bool, path: Path) -> Path:
     """The same data written once by spatialdata."""
     from spora_sd import to_spatialdata
-    from spora_sd.convert.to_spatialdata import write_spatialdata
+    from spora_sd.convert.store import write_spatialdata
 
     store = WORK / ("quick" if quick else "full") / "open_reference.zarr"
     if not (store / "zarr.json").is_file():

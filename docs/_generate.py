@@ -41,9 +41,10 @@ def generate(out: Path) -> None:
 
     parts = [
         "# Table schemas\n",
-        "Generated from `schemas/<kind>.schema.json`, the files the validator applies. The one other file there, "
-        '`spora_attrs.schema.json`, is not a table: it describes `sdata.attrs["spora"]` '
-        "(see {mod}`spora_sd.convert.attrs`).\n",
+        "Generated from `schemas/<kind>.schema.json`, the files the validator applies. The two other files there "
+        'are not tables: `spora_attrs.schema.json` describes `sdata.attrs["spora"]` '
+        "(see {mod}`spora_sd.convert.attrs`), `manifest.schema.json` a cohort's content manifest "
+        "`metadata/manifest.json` (see {mod}`spora_sd.io.manifest` and [the guarantees](../guarantees.md)).\n",
     ]
     for kind in SCHEMA_KINDS:
         schema = load_schema(kind)

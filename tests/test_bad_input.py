@@ -1,14 +1,22 @@
 """The bad-input corpus: broken cohorts made by mutating a valid one.
 
 Each case must be refused by the validator with its file and a stable rule id, and neither the
-reader nor the validator (nor the CLI) may crash with a traceback.
+reader nor the validator (nor the CLI) may crash with a traceback. Cases marked ``reader_raises``
+are ones a reader must refuse too (a :class:`~spora_sd.errors.SporaError` from ``open_cohort``,
+``to_spatialdata`` or computing their pixels), because reading them would return wrong data:
+channels under another name, zeros for a missing shard, a corrupt chunk.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +31,7 @@ from typer.testing import CliRunner
 
 import spora_sd
 from spora_sd.cli.app import app
-from spora_sd.errors import SporaError
+from spora_sd.errors import CohortFormatError, SporaError
 from spora_sd.io.cohort import open_cohort
 from spora_sd.layout import CohortPaths
 
@@ -47,6 +55,9 @@ class Case:
     mutate: Callable[[Path], None]
     rule: str
     file: str  # a fragment of the reported file path
+    reader_raises: bool = False  # the reader must refuse it (a SporaError), not read it
+    reader_rule: str | None = None  # the rule of the reader's CohortFormatError, when not ``rule``
+    deep: bool = False  # found by validate(deep=True) only (it decodes the pixels)
 
 
 def _write_parquet(df: pd.DataFrame, path: Path, index: bool = False) -> None:
@@ -251,6 +262,190 @@ def _unknown_category(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+# --------------------------------------------------------------------------------------------------
+# metadata that contradicts the cohort, missing and corrupt chunks, untrusted sizes, wrong types
+
+
+def _swap_first_two_rows(df: pd.DataFrame) -> pd.DataFrame:
+    order = [1, 0, *range(2, len(df))]
+    return df.iloc[order].reset_index(drop=True)
+
+
+def _reorder_panel_everywhere(root: Path) -> None:
+    """channels.parquet rows swapped, and channels_per_tissue.parquet and cells.parquet columns with
+    them: the tables agree with each other, only the images' omero labels still say the truth."""
+    paths = CohortPaths(root)
+    channels = pd.read_parquet(paths.channels("imc"))
+    _write_parquet(_swap_first_two_rows(channels), paths.channels("imc"))
+    a, b = channels["channel_name"].iloc[:2]
+    for file, index in ((paths.channels_per_tissue("imc"), True), (paths.cells, False)):
+        df = pd.read_parquet(file)
+        columns = list(df.columns)
+        if a in columns and b in columns:
+            i, j = columns.index(a), columns.index(b)
+            columns[i], columns[j] = columns[j], columns[i]
+        _write_parquet(df[columns], file, index=index)
+
+
+def _axis_unit(unit: str) -> Callable[[dict], None]:
+    def edit(attrs: dict) -> None:
+        for axis in attrs["ome"]["multiscales"][0]["axes"][1:]:
+            axis["unit"] = unit
+
+    return edit
+
+
+def _non_square(attrs: dict) -> None:
+    attrs["ome"]["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] = [1.0, 1.0, 2.0]
+
+
+def _omero_not_a_list(attrs: dict) -> None:
+    attrs["ome"]["omero"]["channels"] = "DNA1"
+
+
+def _level_path_escape(attrs: dict) -> None:
+    attrs["ome"]["multiscales"][0]["datasets"][0]["path"] = "../../../0"
+
+
+def _he_labels(attrs: dict) -> None:
+    for channel, name in zip(attrs["ome"]["omero"]["channels"], ["B", "G", "R"], strict=True):
+        channel["label"] = name
+
+
+def _he_image(root: Path) -> Path:
+    return CohortPaths(root).image("he", 1.0, _first_tissue(root, "he"))
+
+
+def _edit_he_ome(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        meta_file = _he_image(root) / "zarr.json"
+        meta = json.loads(meta_file.read_text())
+        edit(meta["attributes"])
+        meta_file.write_text(json.dumps(meta))
+
+    return mutate
+
+
+def _replace_level(make: Callable[[np.ndarray], np.ndarray], **kwargs: object) -> Callable[[Path], None]:
+    """Level 0 rewritten with other data (another dtype or number of dimensions), metadata kept."""
+
+    def mutate(root: Path) -> None:
+        path = _image(root) / "0"
+        data = make(zarr.open_array(path, mode="r")[...])
+        shutil.rmtree(path)
+        chunks = (*data.shape[:-2], 256, 256)
+        arr = zarr.create_array(path, shape=data.shape, dtype=data.dtype, chunks=chunks, shards=chunks, **kwargs)  # type: ignore[arg-type]
+        arr[...] = data
+
+    return mutate
+
+
+def _shard_files(root: Path) -> list[Path]:
+    return sorted(p for p in (_image(root) / "0" / "c").rglob("*") if p.is_file())
+
+
+def _delete_all_shards(root: Path) -> None:
+    shutil.rmtree(_image(root) / "0" / "c")  # what an interrupted copy leaves: metadata, no chunks
+
+
+def _flip_byte(position: Callable[[int], int]) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        file = _shard_files(root)[0]
+        data = bytearray(file.read_bytes())
+        data[position(len(data))] ^= 0xFF
+        file.write_bytes(bytes(data))
+
+    return mutate
+
+
+def _append_garbage(root: Path) -> None:
+    file = _shard_files(root)[0]
+    file.write_bytes(file.read_bytes() + b"\x00" * 100)
+
+
+def _empty_shard(root: Path) -> None:
+    _shard_files(root)[0].write_bytes(b"")
+
+
+def _edit_level_json(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        meta_file = _image(root) / "0" / "zarr.json"
+        meta = json.loads(meta_file.read_text())
+        edit(meta)
+        meta_file.write_text(json.dumps(meta))
+
+    return mutate
+
+
+def _huge_image(meta: dict) -> None:
+    meta["shape"] = [meta["shape"][0], 1_000_000, 1_000_000]
+
+
+def _many_channels(meta: dict) -> None:
+    meta["shape"][0] = 5000
+
+
+def _huge_npz_header(locate: Callable[[Path], Path]) -> Callable[[Path], None]:
+    """A mask whose .npy header declares 200000 x 200000 pixels (40 billion), with a few bytes of data."""
+
+    def mutate(root: Path) -> None:
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header, {"descr": "<u4", "fortran_order": False, "shape": (200_000, 200_000)}
+        )
+        with zipfile.ZipFile(locate(root), "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("mask.npy", header.getvalue() + b"\x00" * 64)
+
+    return mutate
+
+
+def _truncated_npz_member(locate: Callable[[Path], Path]) -> Callable[[Path], None]:
+    """A zip whose mask.npy holds half of its pixels: the header promises more than is there."""
+
+    def mutate(root: Path) -> None:
+        path = locate(root)
+        mask = np.load(path)["mask"]
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, mask)
+        raw = buffer.getvalue()
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("mask.npy", raw[: len(raw) // 2])
+
+    return mutate
+
+
+def _cut_file(locate: Callable[[Path], Path]) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        path = locate(root)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+
+    return mutate
+
+
+def _rename_tissue(new: Callable[[str], str]) -> Callable[[Path], None]:
+    """Rename the first imc tissue everywhere in tissues.parquet (so only its spelling is wrong)."""
+
+    def mutate(root: Path) -> None:
+        path = CohortPaths(root).tissues
+        df = pd.read_parquet(path)
+        old = _first_tissue(root)
+        df["tissue_id"] = df["tissue_id"].astype(object).where(df["tissue_id"] != old, new(old))
+        _write_parquet(df, path)
+
+    return mutate
+
+
+def _duplicate_cpt_row(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([df, df.iloc[[0]]])
+
+
+def _negative_label(mask: np.ndarray) -> np.ndarray:
+    mask = mask.astype(np.int32)
+    mask[0, 0] = -1
+    return mask
+
+
 CASES = [
     Case(
         "missing_column",
@@ -368,11 +563,98 @@ CASES = [
     ),
     Case("instance_mask_missing", _remove(_instance), "mask.missing", "instances/"),
     Case("image_missing", _remove(_image), "layout.file_missing", ".ome.zarr"),
+    # --- readers never return data that contradicts the cohort's own metadata
+    Case(
+        "channels_rows_reordered",
+        _edit_table("imc/channels.parquet", _swap_first_two_rows),
+        "image.channel_labels",
+        ".ome.zarr",
+        reader_raises=True,
+    ),
+    Case("panel_reordered_in_every_table", _reorder_panel_everywhere, "image.channel_labels", ".ome.zarr", True),
+    Case("he_channel_labels", _edit_he_ome(_he_labels), "image.channel_labels", "he/1_0mpp", True),
+    Case("axis_unit_nanometer", _edit_ome(_axis_unit("nanometer")), "image.scale", ".ome.zarr", True),
+    Case("axis_unit_unknown", _edit_ome(_axis_unit("furlong")), "image.scale", ".ome.zarr", True),
+    Case("non_square_pixels", _edit_ome(_non_square), "image.scale", ".ome.zarr", True),
+    Case("image_dtype_bool", _replace_level(lambda d: d > 0), "image.dtype", ".ome.zarr/0", True),
+    Case("image_dtype_complex", _replace_level(lambda d: d.astype("complex64")), "image.dtype", ".ome.zarr/0", True),
+    Case("omero_channels_not_a_list", _edit_ome(_omero_not_a_list), "image.ome_metadata", ".ome.zarr", True),
+    Case("level_path_escape", _edit_ome(_level_path_escape), "image.ome_metadata", ".ome.zarr", True),
+    # --- missing and corrupt chunks are errors, not zeros
+    Case("all_shards_deleted", _delete_all_shards, "image.chunk_missing", ".ome.zarr/0", True),
+    Case("shard_index_corrupt", _flip_byte(lambda n: n - 6), "image.truncated", ".ome.zarr/0/c/", True),
+    Case("shard_grown", _append_garbage, "image.truncated", ".ome.zarr/0/c/", True),
+    Case("shard_empty", _empty_shard, "image.truncated", ".ome.zarr/0/c/", True),
+    Case("chunk_bit_flip", _flip_byte(lambda n: n // 3), "image.corrupt", ".ome.zarr/0/c/", True, deep=True),
+    Case(
+        "level_json_garbage", _garbage(lambda r: _image(r) / "0" / "zarr.json"), "image.unreadable", ".ome.zarr/0", True
+    ),
+    # --- no unbounded allocation from untrusted sizes
+    Case("npz_header_huge", _huge_npz_header(_tissue_mask), "mask.too_large", "tissue_masks/", True),
+    Case("instance_npz_header_huge", _huge_npz_header(_instance), "mask.too_large", "instances/", True),
+    Case("image_header_huge", _edit_level_json(_huge_image), "image.too_large", ".ome.zarr/0", True),
+    Case("image_too_many_channels", _edit_level_json(_many_channels), "image.too_large", ".ome.zarr/0", True),
+    # --- every user-input failure is a SporaError with the file and the rule that is broken
+    Case(
+        "cell_id_float",
+        _edit_table("metadata/cells.parquet", lambda d: d.assign(cell_id=d["cell_id"].astype("float64"))),
+        "table.column.dtype",
+        "cells.parquet",
+        True,
+    ),
+    Case("level0_2d", _replace_level(lambda d: d[0]), "image.shape", ".ome.zarr/0", True),
+    Case("level0_4d", _replace_level(lambda d: d[None]), "image.shape", ".ome.zarr/0", True),
+    Case(
+        "channels_table_missing",
+        _remove(lambda r: CohortPaths(r).channels("imc")),
+        "layout.file_missing",
+        "channels.parquet",
+        True,
+    ),
+    Case(
+        "channels_per_tissue_missing",
+        _remove(lambda r: CohortPaths(r).channels_per_tissue("imc")),
+        "layout.file_missing",
+        "channels_per_tissue.parquet",
+        True,
+    ),
+    Case(
+        "channels_per_tissue_duplicate_row",
+        _edit_table("imc/channels_per_tissue.parquet", _duplicate_cpt_row),
+        "table.key.duplicate",
+        "channels_per_tissue.parquet",
+        True,
+    ),
+    Case("truncated_npz_member", _truncated_npz_member(_instance), "mask.unreadable", "instances/", True),
+    Case("truncated_npz_file", _cut_file(_tissue_mask), "mask.unreadable", "tissue_masks/", True),
+    Case("mask_3d", _rewrite_mask(_instance, lambda m: m[None]), "mask.shape", "instances/", True),
+    Case(
+        "negative_cell_label",
+        _rewrite_mask(_instance, _negative_label),
+        "mask.labels_mismatch",
+        "instances/",
+        True,
+        "mask.values",
+    ),
+    Case(
+        "tissue_id_unicode_digit",
+        _rename_tissue(lambda t: t[:-1] + "\u0663"),  # ARABIC-INDIC DIGIT THREE: \\d in Python, not [0-9]
+        "table.column.pattern",
+        "tissues.parquet",
+        True,
+    ),
+    Case(
+        "tissue_id_trailing_newline",
+        _rename_tissue(lambda t: t + "\n"),
+        "table.column.pattern",
+        "tissues.parquet",
+        True,
+    ),
 ]
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 25
+    assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -385,8 +667,18 @@ def broken(request: pytest.FixtureRequest, base_cohort: Path, tmp_path: Path) ->
     return root, case
 
 
-def _exercise_reader(root: Path) -> None:
-    """Use the reader the way a user would; only spora-sd's own errors may come out."""
+def _compute(element: object) -> None:
+    """Every pixel of a SpatialData image or labels element (every scale of a multiscale one)."""
+    if hasattr(element, "children") and element.children:  # a DataTree: one dataset per scale
+        for child in element.children.values():
+            for variable in child.ds.data_vars.values():
+                variable.data.compute()
+    else:
+        element.data.compute()  # type: ignore[attr-defined]
+
+
+def _exercise_cohort(root: Path) -> None:
+    """Use the Cohort API the way a user would, pixels included."""
     cohort = open_cohort(root)
     cohort.summary()
     for modality in cohort.modalities:
@@ -396,12 +688,23 @@ def _exercise_reader(root: Path) -> None:
         cohort.instance_mask(tid)
         cohort.tissue_mask(tid)
     cohort.cells()
+    for modality in cohort.modalities:
+        for tid in cohort.tissue_ids(modality):
+            for level in cohort.image_levels(tid, modality):
+                level.compute()
+
+
+def _exercise_spatialdata(root: Path) -> None:
+    """The whole cohort as SpatialData, every pixel computed."""
+    sdata = spora_sd.to_spatialdata(root)
+    for element in [*sdata.images.values(), *sdata.labels.values()]:
+        _compute(element)
 
 
 @pytest.mark.parametrize("broken", CASES, ids=[c.id for c in CASES], indirect=True)
 def test_validator_reports_file_and_rule(broken: tuple[Path, Case]) -> None:
     root, case = broken
-    report = spora_sd.validate(root)
+    report = spora_sd.validate(root, deep=case.deep)
     assert not report.ok, f"{case.id} was not detected"
     matching = [p for p in report.errors if p.rule == case.rule]
     assert matching, f"{case.id}: expected rule {case.rule}, got {[(p.rule, p.file) for p in report.problems]}"
@@ -411,11 +714,20 @@ def test_validator_reports_file_and_rule(broken: tuple[Path, Case]) -> None:
 
 @pytest.mark.parametrize("broken", CASES, ids=[c.id for c in CASES], indirect=True)
 def test_reader_fails_cleanly(broken: tuple[Path, Case]) -> None:
-    root, _ = broken
-    try:
-        _exercise_reader(root)
-    except SporaError as exc:  # CohortFormatError, CohortNotFoundError, LayoutNameError
-        assert str(root) in str(exc) or "Invalid" in str(exc), str(exc)
+    """Only spora-sd's own errors come out of the readers; a case marked reader_raises is refused."""
+    root, case = broken
+    raised: dict[str, SporaError] = {}
+    for exercise in (_exercise_cohort, _exercise_spatialdata):
+        try:
+            exercise(root)
+        except SporaError as exc:  # CohortFormatError, CohortNotFoundError, LayoutNameError
+            assert str(root) in str(exc) or "Invalid" in str(exc), str(exc)
+            raised[exercise.__name__] = exc
+    if case.reader_raises:
+        exc = raised.get("_exercise_spatialdata")
+        assert exc is not None, f"{case.id}: to_spatialdata read a broken cohort instead of refusing it"
+        if isinstance(exc, CohortFormatError):
+            assert exc.rule == (case.reader_rule or case.rule), str(exc)
 
 
 @pytest.mark.parametrize("broken", CASES[:8], ids=[c.id for c in CASES[:8]], indirect=True)
@@ -432,3 +744,113 @@ def test_cli_exit_code_and_json(broken: tuple[Path, Case]) -> None:
 def test_mutations_leave_the_base_untouched(base_cohort: Path) -> None:
     assert spora_sd.validate(base_cohort).ok
     assert not [n for n in os.listdir(base_cohort) if n.startswith(".")]
+
+
+# --------------------------------------------------------------------------------------------------
+# beyond the corpus: rescue reads, validation that goes on, sparse huge labels
+
+
+def _copy(base_cohort: Path, tmp_path: Path) -> Path:
+    root = tmp_path / DATASET
+    shutil.copytree(base_cohort, root, symlinks=True)
+    return root
+
+
+def test_on_mismatch_warn_rescues_a_cohort_with_wrong_image_metadata(base_cohort: Path, tmp_path: Path) -> None:
+    root = _copy(base_cohort, tmp_path)
+    _edit_table("imc/channels.parquet", _swap_first_two_rows)(root)
+    with pytest.raises(CohortFormatError, match=r"image\.channel_labels"):
+        spora_sd.to_spatialdata(root, elements=("images",))
+    with pytest.warns(UserWarning, match=r"image\.channel_labels"):
+        sdata = spora_sd.to_spatialdata(root, elements=("images",), on_mismatch="warn")
+    panel = pd.read_parquet(CohortPaths(root).channels("imc"))["channel_name"].tolist()
+    image = sdata.images[f"{_first_tissue(root)}__imc"]
+    assert list(image.coords["c"].values)[:2] == panel[:2]  # named as the tables say, as asked
+    cohort = open_cohort(root, on_mismatch="warn")
+    with pytest.warns(UserWarning):
+        cohort.image(_first_tissue(root), "imc").compute()
+    assert open_cohort(cohort, on_mismatch="raise").on_mismatch == "raise" and cohort.on_mismatch == "warn"
+    with pytest.raises(SporaError, match="on_mismatch"):
+        open_cohort(root, on_mismatch="ignore")  # type: ignore[arg-type]
+
+
+def test_computed_intensities_follow_the_image_labels_never_the_row_order(base_cohort: Path, tmp_path: Path) -> None:
+    """Intensities computed from the images (cells.parquet without them) are refused too when the
+    panel order contradicts the images: they would be filed under the wrong channel."""
+    root = _copy(base_cohort, tmp_path)
+    panel = pd.read_parquet(CohortPaths(root).channels("imc"))["channel_name"].tolist()
+    _edit_table("metadata/cells.parquet", lambda d: d.drop(columns=[c for c in panel if c in d.columns]))(root)
+    assert spora_sd.validate(root).ok
+    _reorder_panel_everywhere(root)
+    with pytest.raises(CohortFormatError, match=r"image\.channel_labels"):
+        spora_sd.to_spatialdata(root, elements=("tables",))
+    with pytest.raises(CohortFormatError, match=r"image\.channel_labels"):
+        spora_sd.compute_cell_intensities(root)
+
+
+def test_validate_keeps_checking_after_a_file_fails(base_cohort: Path, tmp_path: Path) -> None:
+    root = _copy(base_cohort, tmp_path)
+    paths = CohortPaths(root)
+    tissues = sorted(set(pd.read_parquet(paths.tissues)["tissue_id"].astype(str)))
+    _huge_npz_header(lambda r: paths.tissue_mask(1.0, tissues[0]))(root)  # a MemoryError before
+    _rewrite_mask(lambda r: paths.tissue_mask(1.0, tissues[1]), _non_binary)(root)
+    _truncated_npz_member(lambda r: paths.instance_mask(1.0, tissues[2]))(root)
+    _edit_level_json(_huge_image)(root)
+    found = {(p.rule, Path(p.file).name) for p in spora_sd.validate(root).errors}
+    assert ("mask.too_large", f"{tissues[0]}.npz") in found
+    assert ("mask.values", f"{tissues[1]}.npz") in found
+    assert ("mask.unreadable", f"{tissues[2]}.npz") in found
+    assert ("image.too_large", "0") in found
+    assert not [rule for rule, _ in found if rule == "check.failed"]
+
+
+_SPARSE_LABELS = """
+import resource, sys
+import numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))  # 4e9 float64 entries would be 32 GB
+import spora_sd
+from spora_sd.layout import CohortPaths
+
+root, tid, old = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sdata = spora_sd.to_spatialdata(root, modalities=["imc"], elements=("tables",))
+table = sdata.tables["cells"]
+row = np.flatnonzero((table.obs["tissue_id"] == tid).to_numpy() & (table.obs["cell_id"] == 4_000_000_000).to_numpy())
+assert len(row) == 1, row
+mask = np.load(CohortPaths(root).instance_mask(1.0, tid))["mask"]
+ys, xs = np.nonzero(mask == 4_000_000_000)
+np.testing.assert_allclose(table.obsm["spatial"][row[0]], [xs.mean() + 0.5, ys.mean() + 0.5])
+image = spora_sd.open_cohort(root).image(tid, "imc").compute()
+expected = image[:, mask == 4_000_000_000].astype(np.float64).mean(axis=1)
+np.testing.assert_allclose(table.X[row[0], : len(expected)], expected, rtol=1e-6)
+print("ok")
+"""
+
+
+def test_a_huge_sparse_cell_label_costs_what_its_cells_cost(base_cohort: Path, tmp_path: Path) -> None:
+    """A cell labelled 4,000,000,000 (consistent in the mask and cells.parquet) is valid; reading it
+    must not size arrays by the label (that was 32 GB per array): run under a 6 GB address-space limit."""
+    root = _copy(base_cohort, tmp_path)
+    paths = CohortPaths(root)
+    tid = _first_tissue(root)
+    mask = np.load(paths.instance_mask(1.0, tid))["mask"].astype(np.uint32)
+    old = int(mask.max())
+    mask[mask == old] = 4_000_000_000
+    np.savez_compressed(paths.instance_mask(1.0, tid), mask=mask)
+    panel = pd.read_parquet(paths.channels("imc"))["channel_name"].tolist()
+
+    def relabel(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.drop(columns=[c for c in panel if c in df.columns])  # intensities computed from the image
+        hit = (df["tissue_id"].astype(str) == tid) & (df["cell_id"] == old)
+        df["cell_id"] = df["cell_id"].astype("int64").where(~hit, 4_000_000_000)
+        return df
+
+    _edit_table("metadata/cells.parquet", relabel)(root)
+    report = spora_sd.validate(root)
+    assert report.ok, str(report)
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SPARSE_LABELS), str(root), tid, str(old)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]

@@ -181,7 +181,7 @@ def test_equal_sdata_pass(source: Path, sdata) -> None:
 def test_sdata_through_zarr_pass(source: Path, sdata, tmp_path: Path) -> None:
     import spatialdata
 
-    from spora_sd.convert.to_spatialdata import write_spatialdata
+    from spora_sd.convert.store import write_spatialdata
 
     path = write_spatialdata(spora_sd.to_spatialdata(source), tmp_path / "c.zarr")
     assert_sdata_equal(sdata, spatialdata.read_zarr(path))

@@ -27,6 +27,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "make_synthetic_cohort": "spora_sd.datasets.synthetic",
     "to_spatialdata": "spora_sd.convert.to_spatialdata",
     "from_spatialdata": "spora_sd.convert.from_spatialdata",
+    "write_spatialdata": "spora_sd.convert.store",
     "compute_cell_intensities": "spora_sd.stats.intensities",
     "compute_standardization": "spora_sd.stats.standardization",
     "compute_tiling": "spora_sd.stats.tiling",
@@ -48,11 +49,13 @@ __all__ = [
     "resolve_cohort",
     "to_spatialdata",
     "validate",
+    "write_spatialdata",
     *_errors.__all__,
 ]
 
 if TYPE_CHECKING:  # static imports for type checkers and IDEs
     from spora_sd.convert.from_spatialdata import from_spatialdata
+    from spora_sd.convert.store import write_spatialdata
     from spora_sd.convert.to_spatialdata import to_spatialdata
     from spora_sd.datasets.registry import cohorts, resolve_cohort
     from spora_sd.datasets.synthetic import make_synthetic_cohort

@@ -25,6 +25,7 @@ __all__ = [
     "MetadataError",
     "SporaError",
     "TargetExistsError",
+    "TargetLockedError",
     "TermNotFoundError",
 ]
 
@@ -46,6 +47,18 @@ class InvalidArgumentError(SporaError, ValueError):
 
 class TargetExistsError(SporaError, FileExistsError):
     """An output (file or folder) exists and overwriting it was not asked for."""
+
+
+class TargetLockedError(SporaError, BlockingIOError):
+    """Another process is writing the same output (file, folder or cohort) right now.
+
+    Writers of one target are serialised by a lock file next to it (:mod:`spora_sd.io.atomic`); the
+    second one fails at once, before it writes anything. The message names the process that holds
+    the lock (pid, host, start time) when it could be read.
+
+    >>> issubclass(TargetLockedError, BlockingIOError)
+    True
+    """
 
 
 class LayoutNameError(SporaError, ValueError):

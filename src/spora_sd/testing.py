@@ -75,7 +75,8 @@ def assert_cohorts_equal(
 ) -> None:
     """Assert that two spora cohort folders hold the same files with equal content.
 
-    Every file and folder is compared; nothing is skipped:
+    Every file and folder is compared; only the content manifest (``metadata/manifest.json``, a
+    checksum of each file, which differs whenever a table's bytes differ) is skipped:
 
     - the same set of files and folders (an image, ``<tissue>.ome.zarr``, counts as one entry);
     - Parquet tables (``tissues``, ``cells``, ``channels``, ``channels_per_tissue``, standardization,
@@ -152,6 +153,7 @@ def _root(cohort: Any) -> Path:
 def _entries(root: Path) -> dict[str, str]:
     """``relative path -> "file" | "folder" | "image"``; an OME-Zarr image is one entry."""
     out: dict[str, str] = {}
+    manifest = layout.CohortPaths(root).manifest
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         for name in list(dirnames):
@@ -162,7 +164,8 @@ def _entries(root: Path) -> dict[str, str]:
             else:
                 out[rel] = "folder"
         for name in filenames:
-            out[(here / name).relative_to(root).as_posix()] = "file"
+            if here / name != manifest:
+                out[(here / name).relative_to(root).as_posix()] = "file"
     return out
 
 

@@ -17,7 +17,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SpatialData Zarr store converted from a small synthetic cohort."""
-    from spora_sd.convert.to_spatialdata import write_spatialdata
+    from spora_sd.convert.store import write_spatialdata
 
     root = spora_sd.make_synthetic_cohort(
         tmp_path_factory.mktemp("c"), name="cli2025export", n_tissues=2, image_size=80, n_cells=8, n_channels=4

@@ -25,7 +25,7 @@ from spora_sd.convert.attrs import (
     read_spora_attrs,
     upgrade_spora_attrs,
 )
-from spora_sd.convert.to_spatialdata import write_spatialdata
+from spora_sd.convert.store import write_spatialdata
 from spora_sd.errors import AttrsFormatError, AttrsVersionError, SporaError
 from spora_sd.io.cohort import open_cohort
 from spora_sd.layout.schemas import load_attrs_schema

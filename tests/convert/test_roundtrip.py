@@ -67,7 +67,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_round_trip_through_a_zarr_store(source: Path, tmp_path: Path) -> None:
     import spatialdata as sd
 
-    from spora_sd.convert.to_spatialdata import write_spatialdata
+    from spora_sd.convert.store import write_spatialdata
 
     store = write_spatialdata(spora_sd.to_spatialdata(source), tmp_path / "c.zarr")
     copy = spora_sd.from_spatialdata(sd.read_zarr(store), tmp_path / "round2025trip")

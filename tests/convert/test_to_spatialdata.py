@@ -21,7 +21,8 @@ from xarray import DataTree
 import spora_sd
 from spora_sd.convert import element_names
 from spora_sd.convert.attrs import ATTRS_KEY
-from spora_sd.convert.to_spatialdata import convert, to_spatialdata, write_spatialdata
+from spora_sd.convert.store import write_spatialdata
+from spora_sd.convert.to_spatialdata import convert, to_spatialdata
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.io.cohort import open_cohort
 from spora_sd.io.masks import read_mask

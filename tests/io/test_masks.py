@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spora_sd.errors import CohortFormatError
+from spora_sd.errors import CohortFormatError, InvalidArgumentError
 from spora_sd.io.masks import read_mask, read_mask_shape, write_mask
 
 
@@ -63,3 +65,40 @@ def test_writer_refuses_bad_masks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pickle"):
         write_mask(tmp_path / "m.npz", np.array([[None]], dtype=object))
     assert not (tmp_path / "m.npz").exists()
+
+
+def _npz_with_member(path: Path, member: bytes) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("mask.npy", member)
+    return path
+
+
+def test_a_short_member_is_unreadable_not_pickled(tmp_path: Path) -> None:
+    """The header promises more pixels than the member holds: a truncated file, said so."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.arange(10_000, dtype="uint32").reshape(100, 100))
+    path = _npz_with_member(tmp_path / "m.npz", buffer.getvalue()[:20_000])
+    for read in (read_mask, read_mask_shape):
+        with pytest.raises(CohortFormatError, match="header declares") as exc:
+            read(path)
+        assert exc.value.rule == "mask.unreadable"
+
+
+def test_a_huge_header_is_refused_before_allocating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<u4", "fortran_order": False, "shape": (200_000, 200_000)})
+    path = _npz_with_member(tmp_path / "m.npz", header.getvalue() + b"\0" * 64)
+    for read in (read_mask, read_mask_shape):
+        with pytest.raises(CohortFormatError, match="SPORA_SD_MAX_MASK_PIXELS") as exc:
+            read(path)
+        assert exc.value.rule == "mask.too_large"
+    # the limit is the user's: lower it, and an ordinary mask is refused too
+    small = write_mask(tmp_path / "s.npz", np.zeros((100, 100), "uint8"))
+    with pytest.raises(CohortFormatError, match=r"mask\.too_large"):
+        read_mask(small, max_pixels=9_999)
+    monkeypatch.setenv("SPORA_SD_MAX_MASK_PIXELS", "9_999")
+    with pytest.raises(CohortFormatError, match=r"mask\.too_large"):
+        read_mask_shape(small)
+    monkeypatch.setenv("SPORA_SD_MAX_MASK_PIXELS", "lots")
+    with pytest.raises(InvalidArgumentError, match="SPORA_SD_MAX_MASK_PIXELS"):
+        read_mask_shape(small)

@@ -150,6 +150,19 @@ def test_load_returns_the_registered_sdata(cohorts, synthetic_paths) -> None:
     assert loaded.attrs["tech"]["assay_ontology_id"] == "OBI:0003096"
 
 
+def test_the_store_is_written_by_spora_sd(cohorts) -> None:
+    """lamindb writes the store with spora_sd.write_spatialdata: the cohort's images stay sharded."""
+    import zarr
+
+    _, lung = cohorts["lung"]
+    store = lung.cache()  # the stored folder (local storage: the file itself)
+    images = zarr.open_group(store / "images", mode="r")
+    name = next(iter(images.group_keys()))
+    level = zarr.open_array(store / "images" / name / "s0", mode="r")
+    assert level.shards is not None
+    assert level.chunks[1:] == (256, 256)
+
+
 def test_reregistering_creates_nothing(cohorts, synthetic_paths) -> None:
     import lamindb as ln
 

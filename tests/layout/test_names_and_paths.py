@@ -90,6 +90,33 @@ def test_bad_tissue_ids(bad: str) -> None:
         layout.CohortPaths("/c").image("imc", 1.0, bad)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "jackson2020single_a1b2c3d4_000\u0663",  # ARABIC-INDIC DIGIT THREE: Python's \\d matches it
+        "jackson2020single_a1b2c3d4_\uff10\uff10\uff10\uff10",  # FULLWIDTH DIGIT ZERO
+        "jackson2020single_a1b2c3d4_0000\n",  # Python's $ matches before a final newline
+    ],
+)
+def test_tissue_ids_are_ascii_and_whole(bad: str) -> None:
+    """The reader, the writers and the JSON Schemas (Arrow's RE2) agree: digits are 0-9, nothing trails."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    assert not layout.is_tissue_id(bad)
+    with pytest.raises(LayoutNameError):
+        layout.check_tissue_id(bad)
+    assert not pc.match_substring_regex(pa.array([bad]), layout.TISSUE_ID_RE.pattern)[0].as_py()
+    with pytest.raises(LayoutNameError):
+        layout.compose_tissue_id("jackson2020single", "a1b2c3d4", bad[-4:])
+
+
+@pytest.mark.parametrize("bad", ["\u0661_0mpp", "1_0mpp\n", "1_\u0660mpp"])
+def test_resolution_names_are_ascii_and_whole(bad: str) -> None:
+    with pytest.raises(LayoutNameError):
+        layout.parse_resolution(bad)
+
+
 def test_tissue_id_of_other_dataset_is_refused() -> None:
     with pytest.raises(LayoutNameError, match="dataset key"):
         layout.check_tissue_id("other2020x_a1b2c3d4_0000", "jackson2020single")

@@ -21,11 +21,13 @@ from spora_sd.layout import HE, MULTIPLEX_MODALITIES, compose_tissue_id, patient
 from spora_sd.layout.schemas import (
     ATTRS_SCHEMA_FILE,
     DTYPE_FAMILIES,
+    MANIFEST_SCHEMA_FILE,
     RULES,
     SCHEMA_KINDS,
     check_table,
     ensure_valid_table,
     load_attrs_schema,
+    load_manifest_schema,
     load_schema,
     schema_dir,
     schema_markdown,
@@ -151,8 +153,8 @@ def rules(problems) -> list[str]:
 
 def test_schema_files_are_the_kinds_and_valid_json_schema():
     files = sorted(p.name for p in schema_dir().glob("*.schema.json"))
-    # every file is a table kind, except the one schema of sdata.attrs["spora"]
-    assert files == sorted([*(f"{kind}.schema.json" for kind in SCHEMA_KINDS), ATTRS_SCHEMA_FILE])
+    # every file is a table kind, except the schemas of sdata.attrs["spora"] and of metadata/manifest.json
+    assert files == sorted([*(f"{kind}.schema.json" for kind in SCHEMA_KINDS), ATTRS_SCHEMA_FILE, MANIFEST_SCHEMA_FILE])
     for kind in SCHEMA_KINDS:
         schema = load_schema(kind)
         Draft202012Validator.check_schema(schema)
@@ -163,13 +165,21 @@ def test_schema_files_are_the_kinds_and_valid_json_schema():
     assert attrs_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert "x-kind" not in attrs_schema and attrs_schema["$id"] and attrs_schema["title"]
     assert ATTRS_SCHEMA_FILE.removesuffix(".schema.json") not in SCHEMA_KINDS
+    manifest_schema = load_manifest_schema()
+    Draft202012Validator.check_schema(manifest_schema)
+    assert manifest_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "x-kind" not in manifest_schema and manifest_schema["$id"] and manifest_schema["title"]
+    assert MANIFEST_SCHEMA_FILE.removesuffix(".schema.json") not in SCHEMA_KINDS
 
 
 def test_top_level_schemas_folder_is_a_relative_link_to_the_package_schemas():
-    link = Path(__file__).resolve().parents[2] / "schemas"
+    repo = Path(__file__).resolve().parents[2]
+    link = repo / "schemas"
     assert link.is_symlink()
     assert not Path(link.readlink()).is_absolute()
-    assert link.resolve() == schema_dir().resolve()
+    assert link.resolve() == (repo / "src/spora_sd/layout/schemas/json").resolve()
+    # the package reads the same files, whether it runs from the source tree or an installed wheel
+    assert sorted(p.name for p in link.glob("*.json")) == sorted(p.name for p in schema_dir().glob("*.json"))
 
 
 @pytest.mark.parametrize("kind", SCHEMA_KINDS)

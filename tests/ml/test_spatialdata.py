@@ -29,7 +29,7 @@ def sdata(cohort: spora_sd.Cohort) -> sd.SpatialData:
 @pytest.fixture(scope="module")
 def sdata_on_disk(cohort: spora_sd.Cohort, tmp_path_factory: pytest.TempPathFactory) -> sd.SpatialData:
     """Written with spatialdata and read back: images are dask arrays over spatialdata's own Zarr store."""
-    from spora_sd.convert.to_spatialdata import write_spatialdata
+    from spora_sd.convert.store import write_spatialdata
 
     path = tmp_path_factory.mktemp("ml_sdata") / "cohort.zarr"
     one = cohort.tissue_ids("imc")[-1]  # the tissue that lacks a channel

@@ -50,23 +50,54 @@ def test_strips_give_the_same_sums(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(0)
     mask = rng.integers(0, 30, size=(67, 45)).astype(np.uint32)
     image = rng.integers(0, 60000, size=(3, 67, 45)).astype(np.uint16)
-    whole = label_means(image, mask)
+    labels, whole = label_means(image, mask)
+    assert labels.tolist() == list(range(1, 30))
     monkeypatch.setattr(intensities, "_STRIP_PIXELS", 50)  # many strips of one or two rows
-    np.testing.assert_array_equal(label_means(image, mask), whole)
-    counts, cy, cx = label_centroids(mask)
+    np.testing.assert_array_equal(label_means(image, mask)[1], whole)
+    labels, counts, cy, cx = label_centroids(mask)
     for label in (1, 17, 29):
+        k = label - 1
         ys, xs = np.nonzero(mask == label)
-        assert counts[label] == ys.size
-        assert cy[label] == pytest.approx(ys.mean(), rel=1e-12) and cx[label] == pytest.approx(xs.mean(), rel=1e-12)
+        assert labels[k] == label and counts[k] == ys.size
+        assert cy[k] == pytest.approx(ys.mean(), rel=1e-12) and cx[k] == pytest.approx(xs.mean(), rel=1e-12)
         for c in range(3):
-            assert whole[c, label] == image[c][mask == label].astype(np.float64).mean()
+            assert whole[c, k] == image[c][mask == label].astype(np.float64).mean()
 
 
-def test_labels_without_pixels_are_nan() -> None:
+def test_only_labels_with_pixels_are_listed() -> None:
     mask = np.array([[0, 3], [3, 0]], dtype=np.uint16)
-    counts, cy, _ = label_centroids(mask)
-    assert counts.tolist() == [2, 0, 0, 2] and np.isnan(cy[1]) and cy[3] == 0.5
-    assert np.isnan(label_means(np.ones((1, 2, 2)), mask)[0, 1])
+    labels, counts, cy, _ = label_centroids(mask)
+    assert labels.tolist() == [3] and counts.tolist() == [2] and cy.tolist() == [0.5]
+    assert label_means(np.ones((1, 2, 2)), mask)[1].tolist() == [[1.0]]
+
+
+def test_huge_sparse_labels_cost_what_the_cells_cost() -> None:
+    """A cell labelled 4,000,000,000: arrays as long as the cells, never as the largest label."""
+    mask = np.zeros((40, 50), dtype=np.uint32)
+    mask[2:6, 3:9] = 4_000_000_000
+    mask[20:30, 10:12] = 7
+    image = np.arange(2 * 40 * 50, dtype=np.float32).reshape(2, 40, 50)
+    index = intensities.LabelIndex(mask)
+    assert index.labels.tolist() == [7, 4_000_000_000]
+    assert index._lookup is None  # 4e9 > pixels / 8: no table sized by the label
+    labels, counts, cy, cx = label_centroids(mask, index)
+    assert labels.tolist() == [7, 4_000_000_000] and counts.tolist() == [20, 24]
+    assert (cy.tolist(), cx.tolist()) == ([24.5, 3.5], [10.5, 5.5])
+    _, means = label_means(image, mask)
+    assert means.shape == (2, 2)
+    assert means[1, 1] == image[1][mask == 4_000_000_000].astype(np.float64).mean()
+
+
+def test_lookup_table_and_binary_search_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(1)
+    mask = rng.integers(0, 40, size=(50, 30)).astype(np.uint32) * 100
+    table = intensities.LabelIndex(mask)
+    monkeypatch.setattr(intensities, "_LOOKUP_MIN", 1)
+    search = intensities.LabelIndex(mask)
+    assert table._lookup is not None and search._lookup is None
+    np.testing.assert_array_equal(table.labels, search.labels)
+    for a, b in zip(label_centroids(mask, table), label_centroids(mask, search), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_bad_input() -> None:

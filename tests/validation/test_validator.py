@@ -36,3 +36,27 @@ def test_report_serialises(small_cohort: Path) -> None:
     payload = report.to_dict()
     assert payload["ok"] is True and payload["root"].endswith("small2025cohort")
     assert "valid" in str(report)
+
+
+def test_every_rule_id_the_code_uses_is_documented() -> None:
+    """A CohortFormatError or Problem names a rule of the docs' rules page, never an ad-hoc id."""
+    import ast
+    import importlib
+
+    documented = {*RULES, *TABLE_RULES}
+    for extra in ("spora_sd.validation.manifest",):  # rule tables of optional checks, where present
+        try:
+            documented |= set(getattr(importlib.import_module(extra), "RULES", {}))
+        except ImportError:
+            pass
+    src = Path(spora_sd.__file__).parent
+    used: dict[str, str] = {}
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and len(node.args) >= 2:
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                rule = node.args[1]
+                if name in ("CohortFormatError", "Problem", "add") and isinstance(rule, ast.Constant):
+                    used[str(rule.value)] = f"{path.relative_to(src)}:{node.lineno}"
+    undocumented = {rule: where for rule, where in used.items() if rule not in documented}
+    assert not undocumented, undocumented

@@ -25,7 +25,10 @@ __all__ = ["convert", "export", "info", "make_synthetic", "print_report", "stand
 def validate(
     path: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    deep: Annotated[bool, typer.Option(help="Also decode every image chunk (slow).")] = False,
+    deep: Annotated[
+        bool,
+        typer.Option(help="Also decode every image chunk and check every file against metadata/manifest.json (slow)."),
+    ] = False,
     allow_partial: Annotated[bool, typer.Option(help="Missing files of a partial copy are warnings.")] = False,
 ) -> None:
     """Check a cohort against every rule of the spora layout. Exit 0 when valid, 1 otherwise.
@@ -120,7 +123,7 @@ def convert(
 ) -> None:
     """Convert a cohort to a SpatialData Zarr store (one coordinate system per tissue, in µm).
 
-    → Python: ``spora_sd.to_spatialdata(cohort, ...).write(out)``
+    → Python: ``spora_sd.write_spatialdata(spora_sd.to_spatialdata(cohort, ...), out)``
     """
     from spora_sd.convert.to_spatialdata import convert as run_convert
 

@@ -40,7 +40,7 @@ from spora_sd.convert import element_names
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.io.cohort import Cohort
 from spora_sd.io.masks import read_mask
-from spora_sd.stats.intensities import finest_mask_resolution, image_means, label_centroids
+from spora_sd.stats.intensities import LabelIndex, finest_mask_resolution, image_means, label_centroids
 from spora_sd.stats.parallel import imap_tissues
 
 __all__ = ["build_cell_table", "tissue_level_columns"]
@@ -115,28 +115,41 @@ class _StatsJob:
     tissue_id: str
     mask: str
     mpp: float
-    # ((image path, panel positions of the image's channels into the table's var), ...): modalities
-    # whose intensities cells.parquet lacks
-    images: tuple[tuple[str, tuple[int, ...]], ...]
+    # ((image path, panel positions of the image's channels into the table's var, the image's channel
+    # names from the tables), ...): modalities whose intensities cells.parquet lacks
+    images: tuple[tuple[str, tuple[int, ...], tuple[str, ...]], ...]
     n_vars: int
+    on_mismatch: str = "raise"
 
 
 @dataclass(frozen=True)
 class _Stats:
-    xy: np.ndarray  # (max label + 1, 2) centroids in µm, (x, y)
-    means: np.ndarray | None  # (max label + 1, n_vars) or None
+    labels: np.ndarray  # the mask's sorted distinct nonzero labels
+    xy: np.ndarray  # (len(labels), 2) centroids in µm, (x, y)
+    means: np.ndarray | None  # (len(labels), n_vars) or None
 
 
 def _tissue_stats(job: _StatsJob) -> _Stats:
     mask = read_mask(job.mask)
-    _, cy, cx = label_centroids(mask)
+    index = LabelIndex(mask, job.mask)  # compact: arrays as long as the cells, whatever the label values
+    labels, _, cy, cx = label_centroids(mask, index)
     xy = np.column_stack([(cx + 0.5) * job.mpp, (cy + 0.5) * job.mpp])
     means = None
     if job.images:
-        means = np.full((len(cx), job.n_vars), np.nan)
-        for image_path, positions in job.images:
-            means[:, list(positions)] = image_means(image_path, mask, job.mask, len(positions)).T
-    return _Stats(xy, means)
+        means = np.full((len(labels), job.n_vars), np.nan)
+        for image_path, positions, channels in job.images:
+            _, image_means_ = image_means(
+                image_path,
+                mask,
+                job.mask,
+                len(positions),
+                channel_names=channels,
+                mpp=job.mpp,
+                on_mismatch=job.on_mismatch,  # type: ignore[arg-type]
+                index=index,
+            )
+            means[:, list(positions)] = image_means_.T
+    return _Stats(labels, xy, means)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,7 +331,18 @@ def build_cell_table(
     cell_column = table.column(element_names.INSTANCE_KEY)
     if cell_column.null_count:
         raise CohortFormatError(path, "table.column.null", f"{element_names.INSTANCE_KEY} has missing values")
+    if not (pa.types.is_integer(cell_column.type) or pa.types.is_dictionary(cell_column.type)):
+        raise CohortFormatError(
+            path,
+            "table.column.dtype",
+            f"{element_names.INSTANCE_KEY} is stored as {cell_column.type}; it holds the integer labels of the "
+            "instance masks, so it must be an integer column",
+        )
     cell_ids = _numpy(cell_column)
+    if not np.issubdtype(cell_ids.dtype, np.integer):
+        raise CohortFormatError(
+            path, "table.column.dtype", f"{element_names.INSTANCE_KEY} must hold integers, not {cell_ids.dtype}"
+        )
     rows: np.ndarray | None = None
     if (tissue_codes < 0).any():
         unknown = sorted({str(dictionary[c]) for c in np.unique(codes[tissue_codes < 0])})
@@ -385,16 +409,19 @@ def build_cell_table(
         jobs, bounds = _stats_jobs(cohort, order, tissue_codes, mpp, computed, offsets, len(var_names))
         for i, stats in imap_tissues(_tissue_stats, jobs, progress=progress, description="cells"):
             lo, hi = bounds[i]
-            ids = cell_ids[lo:hi]
-            inside = (ids > 0) & (ids < len(stats.xy))
+            ids = cell_ids[lo:hi].astype(np.int64, copy=False)  # as the labels (uint64 vs int64 would go float)
+            # the position of each cell among the mask's labels (both sorted; never indexed by the label)
+            found = np.searchsorted(stats.labels, ids)
+            inside = found < len(stats.labels)
+            inside[inside] = stats.labels[found[inside]] == ids[inside]
             if not inside.all():
                 logger.warning(
                     "%s: %d cell(s) of cells.parquet are not in the mask", jobs[i].mask, int((~inside).sum())
                 )
             where = np.arange(lo, hi)[inside]
-            xy[where] = stats.xy[ids[inside]]
+            xy[where] = stats.xy[found[inside]]
             if stats.means is not None and len(computed_columns):
-                x[np.ix_(where, computed_columns)] = stats.means[np.ix_(ids[inside], computed_columns)]
+                x[np.ix_(where, computed_columns)] = stats.means[np.ix_(found[inside], computed_columns)]
         if spatial:
             obsm["spatial"] = xy
     # obs names are unique by construction ((tissue, cell_id) strictly increasing, see _row_order), so
@@ -439,8 +466,9 @@ def _stats_jobs(
                 logger.warning("%s: not found; the cells of %s get no %s intensities", image, tissue_id, m)
                 continue
             panel = {c: k for k, c in enumerate(cohort.panel(m))}
-            positions = tuple(offsets[m] + panel[c] for c in cohort.tissue_channels(tissue_id, m))
-            images.append((str(image), positions))
-        jobs.append(_StatsJob(tissue_id, str(mask), float(mpp), tuple(images), n_vars))
+            channels = tuple(cohort.tissue_channels(tissue_id, m))
+            positions = tuple(offsets[m] + panel[c] for c in channels)
+            images.append((str(image), positions, channels))
+        jobs.append(_StatsJob(tissue_id, str(mask), float(mpp), tuple(images), n_vars, cohort.on_mismatch))
         starts.append((lo, hi))
     return jobs, starts

@@ -14,8 +14,11 @@ The export runs in three steps:
 3. **Tables** (tissues, cells, channels, channels per tissue, label encoders), then by default the
    derived products (standardization statistics, tiling).
 
-Everything is written into a hidden sibling folder that is renamed into place at the very end
-(:mod:`spora_sd.io.atomic`): an interrupted export never leaves a folder that validates.
+Everything is written into a hidden sibling folder that is moved into place at the very end, the
+content manifest ``metadata/manifest.json`` last (:mod:`spora_sd.io.atomic`, :mod:`spora_sd.io.manifest`):
+an interrupted export never leaves a folder that validates, an existing cohort is replaced in one
+atomic step, and a second export to the same folder fails at once
+(:class:`~spora_sd.errors.TargetLockedError`).
 
 Examples
 --------
@@ -45,6 +48,7 @@ from spora_sd.convert.plan import INSTANCES, TISSUE, ExportPlan, Problems, Tissu
 from spora_sd.errors import ExportInputError, LayoutNameError, TargetExistsError
 from spora_sd.io.atomic import export_workspace
 from spora_sd.io.images import write_image
+from spora_sd.io.manifest import write_manifest
 from spora_sd.io.masks import write_mask
 from spora_sd.io.tables import write_table
 from spora_sd.layout import CohortPaths
@@ -342,7 +346,9 @@ def from_spatialdata(
         Column of the cell table holding the raw patient identifier (constant per tissue); its values
         are hashed into 8-character patient ids. Default: each sample is its own patient.
     overwrite
-        Replace an existing cohort folder (atomically). Without it an existing folder is an error.
+        Replace an existing cohort folder, atomically: at every instant the folder holds the complete
+        old cohort or the complete new one (see :mod:`spora_sd.io.atomic`). Without it an existing
+        folder is an error.
     standardization
         Compute the standardization statistics (spec §6) of every multiplex modality; a mapping is passed
         as keyword arguments to :func:`spora_sd.stats.standardization.compute_standardizations`.
@@ -363,6 +369,8 @@ def from_spatialdata(
         found is listed in its message and in ``error.problems``.
     TargetExistsError
         The cohort folder exists and ``overwrite`` is False (a ``FileExistsError``).
+    TargetLockedError
+        Another process exports to the same folder right now (raised before anything is written).
 
     Examples
     --------
@@ -382,4 +390,5 @@ def from_spatialdata(
         _stream_tissues(sdata, plan, work, progress)
         _write_tables(plan, work)
         _derived_products(plan, work, _options(standardization), _options(tiling), progress)
+        write_manifest(work)  # the last file: sizes and checksums of all the others
     return target

@@ -61,8 +61,8 @@ from spora_sd._version import __version__
 from spora_sd.convert import element_names
 from spora_sd.convert.attrs import ElementEntry, FrameSpec, build_spora_attrs, json_safe, set_label_attrs
 from spora_sd.convert.cell_table import build_cell_table
+from spora_sd.convert.store import write_spatialdata
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, TargetExistsError
-from spora_sd.io.atomic import atomic_path
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.images import open_image_levels
 from spora_sd.io.masks import read_mask, read_mask_shape
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from spatialdata import SpatialData
     from xarray import DataArray, DataTree
 
-__all__ = ["ELEMENTS", "convert", "to_spatialdata", "write_spatialdata"]
+__all__ = ["ELEMENTS", "convert", "to_spatialdata"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,13 @@ def _channels_by_tissue(cohort: Cohort, modality: str, tissue_ids: Sequence[str]
     if not layout.is_multiplex(modality):
         return {t: list(panel) for t in tissue_ids}
     cpt = cohort.channels_per_tissue(modality)
+    duplicated = cpt.index[cpt.index.duplicated()]
+    if len(duplicated):
+        raise CohortFormatError(
+            cohort.paths.channels_per_tissue(modality),
+            "table.key.duplicate",
+            f"tissue ids with more than one row: {sorted(map(str, set(duplicated)))[:5]}",
+        )
     missing = [t for t in tissue_ids if t not in cpt.index]
     if missing:
         raise CohortFormatError(
@@ -272,8 +279,15 @@ def _images(sel: _Selection, elements: dict[str, ElementEntry]) -> dict[str, Dat
         channels_of = _channels_by_tissue(cohort, m, present)
         for tissue_id in present:
             path = cohort.paths.image(m, mpp, tissue_id)
-            levels = open_image_levels(path, chunk_bytes=chunk_bytes)
             channels = channels_of[tissue_id]
+            # the OME metadata must agree with the tables (channel names and order) and the folder (mpp)
+            levels = open_image_levels(
+                path,
+                chunk_bytes=chunk_bytes,
+                mpp=mpp,
+                channel_names=channels if layout.is_multiplex(m) or m == layout.HE else None,
+                on_mismatch=cohort.on_mismatch,
+            )
             if len(channels) != levels[0].shape[0]:
                 raise CohortFormatError(
                     path,
@@ -456,6 +470,7 @@ def to_spatialdata(
     bio: Mapping[str, str] | None = None,
     tech: Mapping[str, str] | None = None,
     progress: bool = False,
+    on_mismatch: Literal["raise", "warn"] | None = None,
 ) -> SpatialData:
     """A spora cohort as a SpatialData object; pixels stay on disk until computed.
 
@@ -482,6 +497,12 @@ def to_spatialdata(
         "breast", "tissue_ontology_id": "UBERON:0000310"}``); they update the registry's values.
     progress
         Show a progress bar while the cell table is built.
+    on_mismatch
+        When an image's OME metadata contradicts the tables (``omero`` channel labels vs
+        ``channels.parquet`` and ``channels_per_tissue.parquet``) or its resolution folder (level-0
+        scale and unit vs the folder's mpp): ``"raise"`` a :class:`~spora_sd.errors.CohortFormatError`,
+        or ``"warn"`` and name the channels as the tables do (to rescue a cohort whose image metadata
+        is known wrong). Default: the opened cohort's setting (``"raise"``; see :func:`spora_sd.open_cohort`).
 
     Returns
     -------
@@ -496,7 +517,8 @@ def to_spatialdata(
         command for a known cohort).
     CohortFormatError
         When a file breaks the layout (e.g. an image's channel count differs from its row of
-        ``channels_per_tissue.parquet``).
+        ``channels_per_tissue.parquet``, or its ``omero`` channel labels differ from the tables).
+        Pixels are read later: computing a chunk whose shard file is missing or corrupt raises it too.
 
     Examples
     --------
@@ -514,7 +536,7 @@ def to_spatialdata(
         raise InvalidArgumentError(f"unknown element kind(s) {unknown}; expected any of {ELEMENTS}")
     if tissue_metadata not in _TISSUE_METADATA:
         raise InvalidArgumentError(f"tissue_metadata must be one of {_TISSUE_METADATA}, not {tissue_metadata!r}")
-    c = open_cohort(cohort)
+    c = open_cohort(cohort, on_mismatch=on_mismatch)
     sel = _select(c, tissues, modalities, resolution)
     element_map: dict[str, dict] = {}
     encoders: dict[str, dict[str, int]] = {}
@@ -550,64 +572,6 @@ def to_spatialdata(
         return SpatialData(images=images, labels=labels, tables=tables, attrs=attrs)
 
 
-def write_spatialdata(
-    sdata: SpatialData, path: str | os.PathLike[str], *, overwrite: bool = False, progress: bool = False
-) -> Path:
-    """Write ``sdata`` to a ``.zarr`` store atomically, one element at a time (with a progress bar).
-
-    The store is written under a temporary name next to ``path`` and renamed when complete, so an
-    interrupted write never leaves a store that looks finished.
-
-    Parameters
-    ----------
-    sdata
-        The object to write (e.g. from :func:`to_spatialdata`).
-    path
-        Target ``.zarr`` folder.
-    overwrite
-        Replace an existing store.
-    progress
-        Show a progress bar over the elements on stderr.
-
-    Returns
-    -------
-    Path
-        ``path``; ``sdata.path`` is set to it, as :meth:`spatialdata.SpatialData.write` does.
-
-    Examples
-    --------
-    >>> import spora_sd, tempfile, pathlib
-    >>> root = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=1, image_size=64, n_cells=5)
-    >>> out = write_spatialdata(spora_sd.to_spatialdata(root), pathlib.Path(tempfile.mkdtemp()) / "c.zarr")
-    >>> out.name
-    'c.zarr'
-    """
-    from spatialdata import SpatialData
-
-    from spora_sd.stats.parallel import _progress
-
-    target = Path(path)
-    rasters = [name for kind, name, _ in sdata.gen_spatial_elements() if kind in ("images", "labels")]
-    previous = sdata.path
-    with atomic_path(target, overwrite=overwrite) as tmp:
-        # Tables and attrs first (one small write), then every raster with its own progress step.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The table is annotating", category=UserWarning)
-            skeleton = SpatialData(tables=dict(sdata.tables), attrs=dict(sdata.attrs))
-        skeleton.write(tmp, consolidate_metadata=False)
-        try:
-            sdata.path = tmp
-            with _progress(progress, len(rasters), "writing elements") as advance:
-                for name in rasters:
-                    sdata.write_element(name)
-                    advance()
-            sdata.write_consolidated_metadata()
-        finally:
-            sdata.path = previous
-    sdata.path = target
-    return target
-
-
 def convert(
     cohort: str | os.PathLike[str] | Cohort,
     out: str | os.PathLike[str],
@@ -619,7 +583,7 @@ def convert(
     progress: bool = False,
     **kwargs: Any,
 ) -> Path:
-    """:func:`to_spatialdata` then :func:`write_spatialdata`: what ``spora-sd convert`` runs.
+    """:func:`to_spatialdata` then :func:`~spora_sd.convert.store.write_spatialdata`: what ``spora-sd convert`` runs.
 
     Parameters
     ----------

@@ -18,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -30,8 +31,8 @@ import pandas as pd
 
 from spora_sd import layout
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, LayoutNameError
-from spora_sd.io.atomic import is_temporary
-from spora_sd.io.images import ImageMetadata, open_image_levels, read_image_metadata
+from spora_sd.io.atomic import is_temporary, recover
+from spora_sd.io.images import ImageMetadata, OnMismatch, _check_on_mismatch, open_image_levels, read_image_metadata
 from spora_sd.io.masks import read_mask
 from spora_sd.io.tables import parquet_columns, parquet_num_rows, read_table
 from spora_sd.layout import CohortPaths
@@ -76,9 +77,14 @@ class Cohort:
         The dataset key (folder name).
     tissues
         ``metadata/tissues.parquet`` with ``tissue_id`` as a column.
+    on_mismatch
+        What reading an image does when its OME metadata contradicts the tables (channel names) or
+        its resolution folder (mpp): ``"raise"`` (default) or ``"warn"``; see :func:`open_cohort`.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, on_mismatch: OnMismatch = "raise") -> None:
+        _check_on_mismatch(on_mismatch)
+        self.on_mismatch: OnMismatch = on_mismatch
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_dir():
             raise CohortNotFoundError(f"{self.path}: no such cohort folder")
@@ -160,13 +166,34 @@ class Cohort:
 
     @functools.cache  # noqa: B019 - a Cohort lives as long as its tables are useful
     def channels(self, modality: str) -> pd.DataFrame:
-        """``<modality>/channels.parquet``: the cohort panel in image order."""
-        return read_table(self.paths.channels(modality))
+        """``<modality>/channels.parquet``: the cohort panel in image order.
+
+        Raises
+        ------
+        CohortNotFoundError
+            The file is missing (e.g. a partial copy without it); the message names it.
+        CohortFormatError
+            It cannot be read, or has no ``channel_name`` column (``table.column.missing``).
+        """
+        path = self.paths.channels(modality)
+        if not path.is_file():
+            raise CohortNotFoundError(
+                f"{path}: missing; the multiplex modality {modality!r} needs it to name its image channels"
+            )
+        channels = read_table(path)
+        if "channel_name" not in channels.columns:
+            raise CohortFormatError(path, "table.column.missing", "column 'channel_name' is missing")
+        return channels
 
     @functools.cache  # noqa: B019
     def channels_per_tissue(self, modality: str) -> pd.DataFrame:
         """``<modality>/channels_per_tissue.parquet``: boolean tissue x channel matrix, index ``tissue_id``."""
-        cpt = read_table(self.paths.channels_per_tissue(modality))
+        path = self.paths.channels_per_tissue(modality)
+        if not path.is_file():
+            raise CohortNotFoundError(
+                f"{path}: missing; the multiplex modality {modality!r} needs it to know each image's channels"
+            )
+        cpt = read_table(path)
         if "tissue_id" in cpt.columns:
             cpt = cpt.set_index("tissue_id")
         return cpt
@@ -200,7 +227,20 @@ class Cohort:
                 f"expected one of {_some(known)}"
             )
         row = cpt.loc[tissue_id]
+        if isinstance(row, pd.DataFrame):
+            raise CohortFormatError(
+                self.paths.channels_per_tissue(modality), "table.key.duplicate", f"two rows for tissue {tissue_id!r}"
+            )
         return [c for c in self.panel(modality) if bool(row.get(c, False))]
+
+    def image_channels(self, tissue_id: str, modality: str) -> list[str] | None:
+        """The channel names an image of ``tissue_id`` must have, from the tables; ``None`` if they do not say.
+
+        Multiplex: :meth:`tissue_channels`; H&E: ``R, G, B``; IHC: ``None`` (one channel, unnamed by the tables).
+        """
+        if layout.is_multiplex(modality) or modality == layout.HE:
+            return self.tissue_channels(tissue_id, modality)
+        return None
 
     # ---------------------------------------------------------------------------------------------
     # images
@@ -217,11 +257,20 @@ class Cohort:
         return read_image_metadata(self.image_path(tissue_id, modality, resolution))
 
     def image_levels(self, tissue_id: str, modality: str, resolution: float | None = None) -> list[da.Array]:
-        """Every pyramid level of an image as lazy ``(C, Y, X)`` dask arrays; no pixel is read."""
-        path = self.image_path(tissue_id, modality, resolution)
+        """Every pyramid level of an image as lazy ``(C, Y, X)`` dask arrays; no pixel is read.
+
+        The image's OME metadata is checked against the tables (its channel names, see
+        :meth:`image_channels`) and against its resolution folder (the level-0 scale); a contradiction
+        raises :class:`~spora_sd.errors.CohortFormatError` (or warns, with ``on_mismatch="warn"``).
+        Computing a chunk that is missing or corrupt raises too (see :func:`spora_sd.io.images.open_image_levels`).
+        """
+        mpp = self._default_resolution(modality, resolution)
+        path = self.paths.image(modality, mpp, tissue_id)
         if not path.exists():
             raise CohortNotFoundError(f"{path}: image not found (missing: {self._relative(path)})")
-        return open_image_levels(path)
+        return open_image_levels(
+            path, mpp=mpp, channel_names=self.image_channels(tissue_id, modality), on_mismatch=self.on_mismatch
+        )
 
     def image(self, tissue_id: str, modality: str, resolution: float | None = None, level: int = 0) -> da.Array:
         """One pyramid level of an image as a lazy ``(C, Y, X)`` dask array."""
@@ -453,7 +502,12 @@ class Cohort:
         )
 
 
-def open_cohort(cohort: str | os.PathLike[str] | Cohort, *, datasets_dir: str | Path | None = None) -> Cohort:
+def open_cohort(
+    cohort: str | os.PathLike[str] | Cohort,
+    *,
+    datasets_dir: str | Path | None = None,
+    on_mismatch: OnMismatch | None = None,
+) -> Cohort:
     """Open a spora cohort; reads ``tissues.parquet`` and folder listings only, never a pixel.
 
     The one way to open a cohort: every entry point (``to_spatialdata``, ``compute_*``, ``TileDataset``,
@@ -467,6 +521,13 @@ def open_cohort(cohort: str | os.PathLike[str] | Cohort, *, datasets_dir: str | 
         :func:`spora_sd.resolve_cohort`), or an already opened :class:`Cohort` (returned as is).
     datasets_dir
         Folder to look up keys and aliases in, instead of ``$SPORA_DATASETS_DIR``.
+    on_mismatch
+        What reading an image does when its OME metadata contradicts the cohort's tables (channel
+        names and order, from ``channels.parquet`` and ``channels_per_tissue.parquet``) or its
+        resolution folder (the level-0 scale and unit): ``"raise"`` a
+        :class:`~spora_sd.errors.CohortFormatError` (the default), or ``"warn"`` and read it with the
+        tables' names, to rescue a cohort whose image metadata is known to be wrong. ``None`` keeps
+        the setting of an opened :class:`Cohort` (``"raise"`` for a new one).
 
     Raises
     ------
@@ -482,8 +543,22 @@ def open_cohort(cohort: str | os.PathLike[str] | Cohort, *, datasets_dir: str | 
     >>> spora_sd.open_cohort("synthetic2025cohort", datasets_dir=root.parent).path == root
     True
     """
+    if on_mismatch is not None:
+        _check_on_mismatch(on_mismatch)
     if isinstance(cohort, Cohort):
-        return cohort
+        if on_mismatch is None or on_mismatch == cohort.on_mismatch:
+            return cohort
+        other = copy.copy(cohort)  # the same tables, another policy; the caller's cohort is left as it is
+        other.on_mismatch = on_mismatch
+        return other
     from spora_sd.datasets.registry import resolve_cohort
 
-    return Cohort(resolve_cohort(cohort, datasets_dir=datasets_dir))
+    try:
+        path = resolve_cohort(cohort, datasets_dir=datasets_dir)
+    except CohortNotFoundError:
+        # Where the OS has no atomic exchange, a crash between the two renames of a replacement leaves
+        # the complete new cohort staged next to its folder: move it in (io.atomic.recover), then retry.
+        if not recover(Path(os.fspath(cohort)).expanduser()):
+            raise
+        path = resolve_cohort(cohort, datasets_dir=datasets_dir)
+    return Cohort(path, on_mismatch=on_mismatch or "raise")

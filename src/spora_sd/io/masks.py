@@ -1,7 +1,9 @@
 """Read and write masks: ``.npz`` files holding one array under the key ``"mask"`` (spec §4, §7).
 
 Masks come from other labs, so they are read with ``allow_pickle=False``: a pickled (object) array is
-refused, never executed.
+refused, never executed. The ``.npy`` header is checked before any pixel is allocated: its shape
+against :func:`spora_sd.io.limits.max_mask_pixels` (rule ``mask.too_large``) and against the size of
+the stored member (a header that declares more data than the file holds is ``mask.unreadable``).
 
 Examples
 --------
@@ -15,12 +17,14 @@ np.uint64(3)
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError
 from spora_sd.io.atomic import atomic_path
+from spora_sd.io.limits import check_mask_size
 from spora_sd.layout import MASK_KEY
 
 __all__ = ["read_mask", "read_mask_shape", "write_mask"]
@@ -49,42 +53,68 @@ def _open(path: Path) -> np.lib.npyio.NpzFile:
         raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read the ``"mask"`` array of an ``.npz`` file, refusing pickled content."""
+def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read the ``"mask"`` array of an ``.npz`` file, refusing pickled content.
+
+    The header is checked first (:func:`read_mask_shape`): a mask that is not 2-D, holds objects or
+    declares more than ``max_pixels`` pixels (default :func:`spora_sd.io.limits.max_mask_pixels`) is
+    refused before anything is allocated.
+    """
     path = Path(path)
+    shape, _ = read_mask_shape(path, max_pixels=max_pixels)
+    if len(shape) != 2:
+        raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
     with _open(path) as npz:
         if MASK_KEY not in npz.files:
             raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (keys: {npz.files})")
         try:
             mask = npz[MASK_KEY]
-        except ValueError as exc:
-            # numpy refuses object arrays when allow_pickle=False: that is what we want.
-            raise CohortFormatError(path, "mask.pickled", f"the mask is a pickled object array: {exc}") from None
-        except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as exc:
+            # Object arrays were refused from the header above; a ValueError here is a short or corrupt member.
             raise CohortFormatError(path, "mask.unreadable", f"cannot decompress the mask: {exc}") from None
     if mask.ndim != 2:
         raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {mask.shape}")
     return mask
 
 
-def read_mask_shape(path: str | Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a mask from the ``.npy`` header only, without decompressing the pixels."""
+def read_mask_shape(path: str | Path, *, max_pixels: int | None = None) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a mask from the ``.npy`` header only, without decompressing the pixels.
+
+    Raises
+    ------
+    CohortFormatError
+        ``mask.unreadable`` (not an ``.npz``, or a header that declares more or less data than the
+        member holds), ``mask.key``, ``mask.pickled`` (object dtype), ``mask.too_large`` (a 2-D shape
+        of more than ``max_pixels`` pixels, default :func:`spora_sd.io.limits.max_mask_pixels`).
+    """
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as zf:
             name = f"{MASK_KEY}.npy"
             if name not in zf.namelist():
                 raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (members: {zf.namelist()})")
+            stored = zf.getinfo(name).file_size
             with zf.open(name) as fh:
                 major, _ = np.lib.format.read_magic(fh)
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read_header(fh)  # header only: no pixel is decompressed
+                header_bytes = fh.tell()
     except CohortFormatError:
         raise
     except FileNotFoundError:
         raise CohortNotFoundError(f"{path}: mask not found") from None
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, zlib.error, ValueError, EOFError) as exc:
         raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
+    shape = tuple(int(s) for s in shape)
     if dtype.hasobject:
         raise CohortFormatError(path, "mask.pickled", "the mask is a pickled object array")
-    return tuple(shape), dtype
+    check_mask_size(path, shape, max_pixels)
+    declared = header_bytes + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != stored:
+        raise CohortFormatError(
+            path,
+            "mask.unreadable",
+            f"the .npy header declares a {shape} {dtype} array ({declared} bytes with the header), but the "
+            f"member holds {stored} bytes: the file is truncated or corrupt",
+        )
+    return shape, dtype

@@ -7,8 +7,9 @@ The flow of :func:`register`:
    (:mod:`spora_sd.datasets.registry`) or the modalities, and every term (name, synonym or ontology id) is
    resolved against the offline ontologies. An unknown term stops here, before anything is saved;
 3. ``ln.Artifact.from_spatialdata(..., key="spora/<dataset>.zarr")`` writes the store to the cache
-   and hashes it: the same content returns the existing artifact, changed content becomes a new
-   version;
+   (with :func:`spora_sd.write_spatialdata`, linear in the number of elements where ``sdata.write`` is
+   quadratic) and hashes it: the same content returns the existing artifact, changed content becomes
+   a new version;
 4. lamindb's ``SpatialDataCurator`` validates a *curation view*: the same elements, with ``attrs``
    reduced to canonical term names (the curator reads one string per field). The stored object keeps
    the user's ``attrs`` unchanged, so ``load`` returns exactly what was registered;
@@ -30,6 +31,7 @@ Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import time
@@ -42,6 +44,7 @@ import pandas as pd
 
 from spora_sd.convert.attrs import read_spora_attrs
 from spora_sd.convert.element_names import CELL_TABLE, TISSUE_TABLE
+from spora_sd.convert.store import write_spatialdata
 from spora_sd.errors import CohortNotFoundError, MetadataError, SporaError
 from spora_sd.lamin.instance import quiet
 from spora_sd.lamin.ontologies import Term, assay_for_modality, resolve_term
@@ -244,11 +247,13 @@ def _assays_from_modalities(attrs: Mapping[str, Any]) -> list[str]:
     return [a for a in (assay_for_modality(m) for m in modalities) if a]
 
 
-def _with(sdata: SpatialData, *, attrs: Mapping[str, Any], tables: Mapping[str, Any] | None = None) -> SpatialData:
-    """A new SpatialData that shares the elements of ``sdata`` (no copy of any data)."""
+def _with(
+    sdata: SpatialData, *, attrs: Mapping[str, Any], tables: Mapping[str, Any] | None = None, cls: type | None = None
+) -> SpatialData:
+    """A new SpatialData (or ``cls``) that shares the elements of ``sdata`` (no copy of any data)."""
     from spatialdata import SpatialData
 
-    return SpatialData(
+    return (cls or SpatialData)(
         images=dict(sdata.images),
         labels=dict(sdata.labels),
         points=dict(sdata.points),
@@ -256,6 +261,27 @@ def _with(sdata: SpatialData, *, attrs: Mapping[str, Any], tables: Mapping[str, 
         tables=dict(sdata.tables if tables is None else tables),
         attrs=dict(attrs),
     )
+
+
+@functools.cache
+def _linear_writer_class() -> type:
+    """A ``SpatialData`` whose ``write`` is :func:`spora_sd.write_spatialdata` (linear in the elements).
+
+    ``Artifact.from_spatialdata`` writes an in-memory object to lamindb's cache with ``obj.write(path,
+    overwrite=True)``, choosing that call by the class name, which this subclass keeps. Registering
+    a folder written beforehand instead would make lamindb ask LaminHub whether the folder is in a
+    known storage location (a network call for a local instance).
+    """
+    from spatialdata import SpatialData as Base
+
+    class SpatialData(Base):  # the name lamindb dispatches on
+        def write(self, file_path: Any, overwrite: bool = False, **kwargs: Any) -> None:
+            if kwargs:  # options only spatialdata's writer knows
+                super().write(file_path, overwrite=overwrite, **kwargs)
+                return
+            write_spatialdata(self, file_path, overwrite=overwrite)
+
+    return SpatialData
 
 
 def _cell_table(sdata: SpatialData) -> Any:
@@ -399,7 +425,8 @@ def register(
     if dataset != sdata.attrs.get("dataset"):
         attrs["dataset"] = dataset
     # a shallow copy: writing the artifact sets the object's .path, which must not change the caller's
-    to_store = _with(sdata, attrs=attrs)
+    # (of a class that lamindb writes with spora-sd's writer)
+    to_store = _with(sdata, attrs=attrs, cls=_linear_writer_class())
     key = key or artifact_key(dataset)
     entry = _registry_entry(dataset)
     if description is None and entry is not None:
@@ -407,8 +434,8 @@ def register(
 
     t0 = time.perf_counter()
     previous = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
-    # writes the zarr store to the cache and hashes it (nothing is saved in the instance yet); an
-    # identical store returns the saved artifact
+    # writes the zarr store to the cache (with spora-sd's writer: see _linear_writer_class) and hashes it
+    # (nothing is saved in the instance yet); an identical store returns the saved artifact
     with quiet():  # lamindb's own notes ("returning artifact with same hash ..."); we log ours
         artifact = ln.Artifact.from_spatialdata(to_store, key=key, description=description, revises=previous, run=False)
     t1 = time.perf_counter()

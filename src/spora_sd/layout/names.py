@@ -36,9 +36,13 @@ __all__ = [
     "IHC_DIR",
     "IHC_PREFIX",
     "IMAGES_DIR",
+    "IMAGE_DTYPES",
     "IMAGE_SUFFIX",
+    "IMAGE_UNIT",
     "INSTANCES_TASK",
     "LABEL_ENCODER_FILE",
+    "LENGTH_UNITS",
+    "MANIFEST_FILE",
     "MASK_KEY",
     "MASK_SUFFIX",
     "METADATA",
@@ -99,9 +103,44 @@ TISSUE_MASKS_DIR = "tissue_masks"
 CELL_MASKS_DIR = "cell_masks"
 INSTANCES_TASK = "instances"
 LABEL_ENCODER_FILE = "label_encoder.parquet"
+#: The content manifest that every export writes into ``metadata/`` (per-file size and checksum;
+#: optional in a cohort, checked by ``validate(deep=True)``; see ``io/manifest.py``).
+MANIFEST_FILE = "manifest.json"
 TILING_DIR = "tiling"
 #: Top-level folder names a cohort may contain besides modality folders.
 RESERVED_DIRS = (METADATA, SEGMENTATIONS_DIR, TILING_DIR, IHC_DIR)
+
+#: Data types an image may have (numpy names, as Zarr v3's ``data_type`` spells them): integers and
+#: floats. Booleans, complex numbers, strings and structured types are refused by readers and the validator.
+IMAGE_DTYPES = (
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float16",
+    "float32",
+    "float64",
+)
+#: The unit of an image's ``y`` and ``x`` axes (OME-NGFF ``axes[].unit``); its scale is then ``[1, mpp, mpp]``.
+IMAGE_UNIT = "micrometer"
+#: OME-NGFF length units that an image may state its scale in, and their size in micrometers: the
+#: scale times the unit must equal the resolution folder's mpp.
+LENGTH_UNITS = {
+    "angstrom": 1e-4,
+    "picometer": 1e-6,
+    "nanometer": 1e-3,
+    "micrometer": 1.0,
+    "millimeter": 1e3,
+    "centimeter": 1e4,
+    "decimeter": 1e5,
+    "meter": 1e6,
+    "inch": 25_400.0,
+    "foot": 304_800.0,
+}
 
 #: Parameter folder of a standardization spec: ``uq_<q>``, or ``uq_<q>_lq_<p>`` with a lower quantile;
 #: spora-io's reader spells it with the suffix ``_image`` (``uq_0.99_image``).
@@ -130,17 +169,20 @@ STANDARDIZATION_OPTIONAL = (
 )
 STANDARDIZATION_METHODS = ("quantile_clipping", "quantile_clipping_log1p")
 
-_RES_RE = re.compile(r"^(\d+)_(\d+)mpp$")
-_DATASET_RE = re.compile(r"^[a-z][a-z0-9]*$")
-_PATIENT_RE = re.compile(r"^[a-z0-9]{8}$")
-_SPECIMEN_RE = re.compile(r"^\d{4}$")
-TISSUE_ID_RE = re.compile(r"^([a-z][a-z0-9]*)_([a-z0-9]{8})_(\d{4})$")
+# ASCII only: digits are [0-9] (Python's \d also matches other scripts' digits, e.g. "٠١٢٣"), and
+# every pattern is applied with fullmatch (Python's $ alone also matches before a final newline). The
+# patterns stay valid RE2 (no \Z), so pandas and Arrow can apply TISSUE_ID_RE.pattern too.
+_RES_RE = re.compile(r"^([0-9]+)_([0-9]+)mpp$", re.ASCII)
+_DATASET_RE = re.compile(r"^[a-z][a-z0-9]*$", re.ASCII)
+_PATIENT_RE = re.compile(r"^[a-z0-9]{8}$", re.ASCII)
+_SPECIMEN_RE = re.compile(r"^[0-9]{4}$", re.ASCII)
+TISSUE_ID_RE = re.compile(r"^([a-z][a-z0-9]*)_([a-z0-9]{8})_([0-9]{4})$", re.ASCII)
 # HUGO symbols are upper case letters, digits and hyphens (HLA-DR); we also allow lower case
 # letters for the odd non-HUGO marker (e.g. "pH3") but never a path separator or a dot.
-_MARKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-_TASK_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_STRATEGY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_PARAM_RE = re.compile(r"^[a-z][a-z0-9_.]*$")
+_MARKER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$", re.ASCII)
+_TASK_RE = re.compile(r"^[a-z][a-z0-9_]*$", re.ASCII)
+_STRATEGY_RE = re.compile(r"^[a-z][a-z0-9_]*$", re.ASCII)
+_PARAM_RE = re.compile(r"^[a-z][a-z0-9_.]*$", re.ASCII)
 
 
 def _fail(kind: str, value: object, rule: str) -> LayoutNameError:
@@ -174,7 +216,7 @@ def parse_resolution(name: str) -> float:
 
     Only the canonical spelling is accepted: ``"1_00mpp"`` is refused because Python prints 1.0.
     """
-    match = _RES_RE.match(str(name))
+    match = _RES_RE.fullmatch(str(name))
     if match is None:
         raise _fail("resolution folder", name, "expected '<int>_<frac>mpp', e.g. '1_0mpp' or '0_375mpp'")
     value = float(f"{match.group(1)}.{match.group(2)}")
@@ -201,11 +243,12 @@ def is_resolution_name(name: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 # standardization parameters
 
-_QUANTILE = r"(\d+(?:\.\d+)?)"
+_QUANTILE = r"([0-9]+(?:\.[0-9]+)?)"
 _STANDARDIZATION_PARAM_RE = re.compile(
     rf"^{STANDARDIZATION_UPPER_PREFIX}{_QUANTILE}"
     rf"(?:{STANDARDIZATION_LOWER_PREFIX}{_QUANTILE})?"
-    rf"(?:{STANDARDIZATION_IMAGE_SUFFIX})?$"
+    rf"(?:{STANDARDIZATION_IMAGE_SUFFIX})?$",
+    re.ASCII,
 )
 
 
@@ -251,7 +294,7 @@ def parse_standardization_param(name: str) -> tuple[float, float | None]:
     >>> parse_standardization_param("uq_0.995_lq_0.01_image")
     (0.995, 0.01)
     """
-    match = _STANDARDIZATION_PARAM_RE.match(name) if isinstance(name, str) else None
+    match = _STANDARDIZATION_PARAM_RE.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise _fail(
             "standardization parameter",
@@ -294,14 +337,14 @@ class TissueId(NamedTuple):
 
 def check_dataset_key(key: str) -> str:
     """Return ``key`` if it is a valid dataset key (lower-case BibTeX-style, e.g. ``jackson2020single``)."""
-    if not isinstance(key, str) or not _DATASET_RE.match(key):
+    if not isinstance(key, str) or not _DATASET_RE.fullmatch(key):
         raise _fail("dataset key", key, "must be lower-case letters and digits, starting with a letter")
     return key
 
 
 def check_patient_id(patient_id: str) -> str:
     """Return ``patient_id`` if it is an 8-character lower-case hash."""
-    if not isinstance(patient_id, str) or not _PATIENT_RE.match(patient_id):
+    if not isinstance(patient_id, str) or not _PATIENT_RE.fullmatch(patient_id):
         raise _fail("patient id", patient_id, "must be 8 lower-case letters or digits")
     return patient_id
 
@@ -327,7 +370,7 @@ def compose_tissue_id(dataset: str, patient_id: str, specimen: int | str = 0) ->
         if not 0 <= specimen <= 9999:
             raise _fail("specimen id", specimen, "must be between 0 and 9999")
         specimen = f"{specimen:04d}"
-    if not isinstance(specimen, str) or not _SPECIMEN_RE.match(specimen):
+    if not isinstance(specimen, str) or not _SPECIMEN_RE.fullmatch(specimen):
         raise _fail("specimen id", specimen, "must be 4 digits")
     return f"{dataset}_{patient_id}_{specimen}"
 
@@ -336,7 +379,7 @@ def parse_tissue_id(tissue_id: str) -> TissueId:
     """Split a tissue id into dataset, patient id and specimen id; raises on a malformed id."""
     if not isinstance(tissue_id, str):
         raise _fail("tissue id", tissue_id, "must be a string")
-    match = TISSUE_ID_RE.match(tissue_id)
+    match = TISSUE_ID_RE.fullmatch(tissue_id)
     if match is None:
         raise _fail(
             "tissue id",
@@ -357,7 +400,7 @@ def check_tissue_id(tissue_id: str, dataset: str | None = None) -> str:
 
 def is_tissue_id(value: object) -> bool:
     """Whether ``value`` is a well formed tissue id."""
-    return isinstance(value, str) and TISSUE_ID_RE.match(value) is not None
+    return isinstance(value, str) and TISSUE_ID_RE.fullmatch(value) is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,7 +412,7 @@ def check_modality(modality: str) -> str:
     if modality == HE or modality in MULTIPLEX_MODALITIES:
         return modality
     if isinstance(modality, str) and modality.startswith(IHC_PREFIX):
-        if _MARKER_RE.match(modality[len(IHC_PREFIX) :]):
+        if _MARKER_RE.fullmatch(modality[len(IHC_PREFIX) :]):
             return modality
     raise _fail(
         "modality",
@@ -385,12 +428,12 @@ def is_multiplex(modality: str) -> bool:
 
 def check_task(task: str) -> str:
     """Return ``task`` if it is a valid semantic-mask task folder name (snake_case, not ``instances``)."""
-    if not isinstance(task, str) or not _TASK_RE.match(task) or task == INSTANCES_TASK:
+    if not isinstance(task, str) or not _TASK_RE.fullmatch(task) or task == INSTANCES_TASK:
         raise _fail("mask task", task, "must be a snake_case folder name other than 'instances'")
     return task
 
 
 def _check_simple(kind: str, value: str, pattern: re.Pattern[str]) -> str:
-    if not isinstance(value, str) or not pattern.match(value) or ".." in value:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or ".." in value:
         raise _fail(kind, value, "must be a snake_case name")
     return value

@@ -23,6 +23,7 @@ from spora_sd.layout.names import (
     IMAGES_DIR,
     INSTANCES_TASK,
     LABEL_ENCODER_FILE,
+    MANIFEST_FILE,
     MASK_SUFFIX,
     METADATA,
     SEGMENTATIONS_DIR,
@@ -78,6 +79,11 @@ class CohortPaths:
     @property
     def cells(self) -> Path:
         return self.metadata_dir / CELLS_FILE
+
+    @property
+    def manifest(self) -> Path:
+        """The content manifest (optional; written by every export, see :mod:`spora_sd.io.manifest`)."""
+        return self.metadata_dir / MANIFEST_FILE
 
     # modalities ----------------------------------------------------------------------------------
     def modality_dir(self, modality: str) -> Path:
@@ -171,12 +177,12 @@ def tissue_id_from_filename(name: str, suffix: str) -> str:
     return check_tissue_id(name[: -len(suffix)])
 
 
-_TILE_FILE_RE = re.compile(r"^(\d+)_tile_(coordinates|stats)\.parquet$")
+_TILE_FILE_RE = re.compile(r"^([0-9]+)_tile_(coordinates|stats)\.parquet$", re.ASCII)
 
 
 def parse_tile_filename(name: str) -> tuple[int, str]:
     """``"256_tile_coordinates.parquet"`` -> ``(256, "coordinates")``."""
-    match = _TILE_FILE_RE.match(name)
+    match = _TILE_FILE_RE.fullmatch(name)
     if match is None:
         raise _fail("tiling file", name, "expected '<size>_tile_coordinates.parquet' or '<size>_tile_stats.parquet'")
     return int(match.group(1)), match.group(2)

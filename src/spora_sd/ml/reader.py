@@ -45,6 +45,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
+def _is_zarr_array(array: Any) -> bool:
+    import zarr
+
+    return isinstance(array, zarr.Array)
+
+
 def open_zarr_array(path: str) -> Any:
     """Open a Zarr v3 array read-only (the default opener of :class:`ZarrSource`)."""
     import zarr
@@ -96,7 +102,14 @@ class ZarrSource:
             except Exception as exc:  # noqa: BLE001 - zarr raises several types for a broken store
                 raise CohortFormatError(self.path, "image.unreadable", f"cannot open the image array: {exc}") from None
             if array.ndim != 3:
-                raise CohortFormatError(self.path, "image.axes", f"expected a (c, y, x) array, got shape {array.shape}")
+                raise CohortFormatError(
+                    self.path, "image.shape", f"expected a (c, y, x) array, got shape {array.shape}"
+                )
+            if _is_zarr_array(array):
+                from spora_sd.io.images import CheckedLevel
+
+                # checked reads: a missing shard or a corrupt chunk raises (naming it) instead of giving zeros
+                array = CheckedLevel(Path(self.path).parent, Path(self.path).name, array)
             self._array, self._pid = array, os.getpid()
         return self._array
 

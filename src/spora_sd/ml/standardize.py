@@ -248,7 +248,7 @@ class Standardizer:
         if unknown:
             raise CohortFormatError(
                 cohort.paths.standardization_file(folder, "image_level_upper_quantiles"),
-                "table.channel_columns",
+                "table.channels.mismatch",
                 f"columns that are not channels of {cohort.paths.channels(modality)}: {unknown[:5]}",
             )
         return cls(
@@ -273,9 +273,7 @@ class Standardizer:
             return cached
         i = self._tissues.get(tissue_id)
         if i is None:
-            raise CohortFormatError(
-                self.source, "standardization.tissue_missing", f"no statistics for tissue {tissue_id!r}"
-            )
+            raise CohortFormatError(self.source, "ids.inconsistent", f"no statistics for tissue {tissue_id!r}")
         upper, lower = self._upper[i], self._lower[i]
         with np.errstate(invalid="ignore"):
             valid = np.isfinite(upper) & np.isfinite(lower) & (upper > lower)

@@ -58,6 +58,7 @@ from spora_sd.io.images import CHUNK_SIZE
 from spora_sd.ml.masks import MaskCache, MaskRef, crop_padded
 from spora_sd.ml.reader import DEFAULT_CACHE_BYTES, ArraySource, TileReader, ZarrSource
 from spora_sd.ml.standardize import Standardizer
+from spora_sd.stats.intensities import label_centroids
 
 if TYPE_CHECKING:
     from spora_sd.io.cohort import Cohort
@@ -128,22 +129,9 @@ def cell_centres(instance_mask: np.ndarray) -> pd.DataFrame:
     >>> cell_centres(m).values.tolist()
     [[1.0, 0.5, 0.5], [7.0, 3.0, 5.0]]
     """
-    mask = np.asarray(instance_mask)
-    flat = mask.ravel()
-    where = np.flatnonzero(flat)
-    ids = flat[where].astype(np.int64)
-    counts = np.bincount(ids)
-    present = np.flatnonzero(counts)
-    ys, xs = np.divmod(where, mask.shape[1])
-    sum_y = np.bincount(ids, weights=ys, minlength=counts.size)
-    sum_x = np.bincount(ids, weights=xs, minlength=counts.size)
-    return pd.DataFrame(
-        {
-            "cell_id": present.astype(np.int64),
-            "y": sum_y[present] / counts[present],
-            "x": sum_x[present] / counts[present],
-        }
-    )
+    # compact per-cell arrays: a mask with a few huge labels costs what its cells cost
+    labels, _, mean_y, mean_x = label_centroids(np.asarray(instance_mask))
+    return pd.DataFrame({"cell_id": labels.astype(np.int64), "y": mean_y, "x": mean_x})
 
 
 class TileDataset(_DatasetBase):

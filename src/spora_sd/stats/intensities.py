@@ -2,16 +2,17 @@
 
 Everything here is a weighted :func:`numpy.bincount` over the instance mask's labels, one tissue at a
 time and one strip of rows at a time, so memory stays at one mask plus one strip of the image whatever
-the cohort size. Results are dense arrays indexed by the cell label (``cell_id``), which is what
-:func:`spora_sd.to_spatialdata` needs to fill the rows of its cell table.
+the cohort size. Results are compact: arrays aligned with the mask's sorted distinct labels (the cell
+ids), never indexed by the label value, so a mask whose labels are few but huge (a cell labelled
+4,000,000,000) costs what its cells cost (:class:`LabelIndex`).
 
 Examples
 --------
 >>> import numpy as np
 >>> mask = np.array([[0, 1, 1], [2, 2, 0]], dtype="uint32")
->>> counts, cy, cx = label_centroids(mask)
->>> counts.tolist(), cy[1:].tolist(), cx[1:].tolist()
-([2, 2, 2], [0.0, 1.0], [1.5, 0.5])
+>>> labels, counts, cy, cx = label_centroids(mask)
+>>> labels.tolist(), counts.tolist(), cy.tolist(), cx.tolist()
+([1, 2], [2, 2], [0.0, 1.0], [1.5, 0.5])
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,12 +33,15 @@ from spora_sd.io.images import open_image_levels
 from spora_sd.io.masks import read_mask
 from spora_sd.stats.parallel import imap_tissues
 
-__all__ = ["compute_cell_intensities", "image_means", "label_centroids", "label_means"]
+__all__ = ["LabelIndex", "compute_cell_intensities", "image_means", "label_centroids", "label_means"]
 
 logger = logging.getLogger(__name__)
 
 # Rows per strip: about 4 million pixels, so that the float64 weights of one strip stay near 32 MB.
 _STRIP_PIXELS = 1 << 22
+# A lookup table label -> position is used while it has at most max(this, pixels / 8) entries: its size
+# is bounded by the mask's own, never by a label value alone. Beyond, positions come from a binary search.
+_LOOKUP_MIN = 1 << 20
 
 
 def _strips(height: int, width: int, multiple: int = 1) -> list[tuple[int, int]]:
@@ -65,30 +69,80 @@ def _chunk_rows(image: Any) -> int:
     return 1
 
 
-def label_centroids(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class LabelIndex:
+    """The distinct nonzero labels of an instance mask, sorted, and the position of any of them.
+
+    Per-label statistics are accumulated at positions ``0 .. len(labels) - 1``, so their size is the
+    number of cells, whatever the label values. Positions come from a lookup table when the largest
+    label is at most ``max(2**20, pixels / 8)`` (the usual ``1..N`` labels: one gather per pixel), else
+    from a binary search in ``labels``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> index = LabelIndex(np.array([[0, 4_000_000_000], [7, 7]], dtype="uint32"))
+    >>> index.labels.tolist(), index.positions(np.array([7, 4_000_000_000])).tolist()
+    ([7, 4000000000], [0, 1])
+    """
+
+    def __init__(self, mask: np.ndarray, path: Any = "mask") -> None:
+        mask = _labels(mask, path)  # path: the file named when the mask is refused
+        height, width = mask.shape
+        top = int(mask.max()) if mask.size else 0
+        self._lookup: np.ndarray | None = None
+        if top < max(_LOOKUP_MIN, mask.size // 8):
+            present = np.zeros(top + 1, dtype=bool)
+            for y0, y1 in _strips(height, width):
+                present[mask[y0:y1].ravel()] = True
+            present[0] = False
+            labels = np.flatnonzero(present)
+            self._lookup = np.full(top + 1, -1, dtype=np.intp)
+            self._lookup[labels] = np.arange(len(labels), dtype=np.intp)
+        else:
+            parts = [np.unique(mask[y0:y1]) for y0, y1 in _strips(height, width)]
+            labels = np.unique(np.concatenate(parts)).astype(np.int64, copy=False)
+            labels = labels[labels != 0]
+        self.labels: np.ndarray = labels.astype(np.int64, copy=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Positions in :attr:`labels` of ``values``, which must be nonzero labels of the mask."""
+        if self._lookup is not None:
+            return self._lookup[values]
+        return np.searchsorted(self.labels, values).astype(np.intp, copy=False)
+
+
+def label_centroids(
+    mask: np.ndarray, index: LabelIndex | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pixel count and mean row / column of every label of an instance mask.
 
     Parameters
     ----------
     mask
         ``(Y, X)`` instance mask, 0 = background.
+    index
+        ``LabelIndex(mask)`` when already made.
 
     Returns
     -------
-    counts, mean_y, mean_x
-        Arrays of length ``max label + 1`` indexed by label; the means are in pixel indices (the centre
-        of pixel ``(i, j)`` is ``(i, j)``) and NaN for labels with no pixel and for the background.
+    labels, counts, mean_y, mean_x
+        The sorted distinct nonzero labels and, aligned with them, their pixel counts and mean pixel
+        indices (the centre of pixel ``(i, j)`` is ``(i, j)``).
 
     Examples
     --------
     >>> import numpy as np
-    >>> counts, cy, cx = label_centroids(np.array([[3, 3], [0, 3]], dtype="uint16"))
-    >>> int(counts[3]), float(cy[3]), float(cx[3])
-    (3, 0.3333333333333333, 0.6666666666666666)
+    >>> labels, counts, cy, cx = label_centroids(np.array([[3, 3], [0, 3]], dtype="uint16"))
+    >>> labels.tolist(), counts.tolist(), cy.tolist(), cx.tolist()
+    ([3], [3], [0.3333333333333333], [0.6666666666666666])
     """
     mask = _labels(mask)
+    index = LabelIndex(mask) if index is None else index
     height, width = mask.shape
-    n = int(mask.max()) + 1 if mask.size else 1
+    n = len(index)
     counts = np.zeros(n, dtype=np.int64)
     sum_y = np.zeros(n, dtype=np.float64)
     sum_flat = np.zeros(n, dtype=np.float64)  # of y * width + x: sum_x follows, with one bincount less
@@ -97,21 +151,19 @@ def label_centroids(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
         # Foreground pixels only: the background needs no coordinates, and cells cover a fraction of
         # a tissue, so this is less work than weighting every pixel (and no full-size weight arrays).
         where = np.flatnonzero(strip)
-        labels = strip[where].astype(np.intp, copy=False)
+        positions = index.positions(strip[where])
         where += y0 * width
-        counts += np.bincount(labels, minlength=n)
-        sum_flat += np.bincount(labels, weights=where, minlength=n)
-        sum_y += np.bincount(labels, weights=where // width, minlength=n)
+        counts += np.bincount(positions, minlength=n)
+        sum_flat += np.bincount(positions, weights=where, minlength=n)
+        sum_y += np.bincount(positions, weights=where // width, minlength=n)
     # Integer sums below 2**53 are exact in float64, so sum_x is exact too.
     sum_x = sum_flat - width * sum_y
-    counts[0] = mask.size - counts[1:].sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_y, mean_x = sum_y / counts, sum_x / counts
-    mean_y[0] = mean_x[0] = np.nan
-    return counts, mean_y, mean_x
+    return index.labels, counts, mean_y, mean_x
 
 
-def label_means(image: Any, mask: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
+def label_means(image: Any, mask: np.ndarray, index: LabelIndex | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Mean of every channel of ``image`` over every label of ``mask``.
 
     The image is read one strip of rows at a time (whole Zarr chunks when it is a dask array over
@@ -123,37 +175,41 @@ def label_means(image: Any, mask: np.ndarray, counts: np.ndarray | None = None) 
         ``(C, Y, X)`` array: numpy, dask or zarr.
     mask
         ``(Y, X)`` instance mask of the same height and width.
-    counts
-        ``numpy.bincount(mask.ravel())`` when already known.
+    index
+        ``LabelIndex(mask)`` when already made.
 
     Returns
     -------
-    numpy.ndarray
-        ``(C, max label + 1)`` float64 means; NaN for labels with no pixel.
+    labels, means
+        The sorted distinct nonzero labels, and the ``(C, len(labels))`` float64 means over them.
 
     Examples
     --------
     >>> import numpy as np
     >>> img = np.arange(8, dtype="uint16").reshape(2, 2, 2)
-    >>> label_means(img, np.array([[1, 1], [0, 2]]))[:, 1:].tolist()
-    [[0.5, 3.0], [4.5, 7.0]]
+    >>> labels, means = label_means(img, np.array([[1, 1], [0, 2]]))
+    >>> labels.tolist(), means.tolist()
+    ([1, 2], [[0.5, 3.0], [4.5, 7.0]])
     """
     mask = _labels(mask)
     if tuple(image.shape[1:]) != mask.shape:
         raise InvalidArgumentError(f"image of shape {tuple(image.shape)} does not match its mask of shape {mask.shape}")
+    index = LabelIndex(mask) if index is None else index
     height, width = mask.shape
-    n_labels = int(mask.max()) + 1 if mask.size else 1
+    n = len(index)
     n_channels = int(image.shape[0])
-    if counts is None:
-        counts = np.bincount(mask.ravel().astype(np.intp, copy=False), minlength=n_labels)
-    sums = np.zeros((n_channels, n_labels), dtype=np.float64)
+    counts = np.zeros(n, dtype=np.int64)
+    sums = np.zeros((n_channels, n), dtype=np.float64)
     for y0, y1 in _strips(height, width * max(n_channels, 1), _chunk_rows(image)):
-        strip = np.asarray(image[:, y0:y1, :])
-        labels = mask[y0:y1].astype(np.intp, copy=False).ravel()
+        strip = np.asarray(image[:, y0:y1, :]).reshape(n_channels, -1)
+        labels = mask[y0:y1].ravel()
+        where = np.flatnonzero(labels)
+        positions = index.positions(labels[where])
+        counts += np.bincount(positions, minlength=n)
         for c in range(n_channels):
-            sums[c] += np.bincount(labels, weights=strip[c].ravel(), minlength=n_labels)
+            sums[c] += np.bincount(positions, weights=strip[c][where], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts[:n_labels]
+        return index.labels, sums / counts
 
 
 def finest_mask_resolution(cohort: Cohort) -> float:
@@ -172,15 +228,30 @@ class _TissueJob:
     image: str
     mask: str
     positions: tuple[int, ...]  # panel position of each channel of the image
+    channels: tuple[str, ...] | None = None  # the image's channel names, from the tables
+    mpp: float | None = None
+    on_mismatch: Literal["raise", "warn"] = "raise"
 
 
-def image_means(image_path: str | Path, mask: np.ndarray, mask_path: str | Path, n_channels: int) -> np.ndarray:
-    """Per-label means of the stored image at ``image_path`` over ``mask``: ``(C, max label + 1)``.
+def image_means(
+    image_path: str | Path,
+    mask: np.ndarray,
+    mask_path: str | Path,
+    n_channels: int,
+    *,
+    channel_names: Sequence[str] | None = None,
+    mpp: float | None = None,
+    on_mismatch: Literal["raise", "warn"] = "raise",
+    index: LabelIndex | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-label means of the stored image at ``image_path`` over ``mask``: ``labels, (C, len(labels))``.
 
     Checks that the image and the mask have the same height and width and that the image has the
-    ``n_channels`` channels that ``channels_per_tissue.parquet`` lists for it.
+    ``n_channels`` channels that ``channels_per_tissue.parquet`` lists for it; with ``channel_names``
+    and ``mpp``, also that its OME metadata names those channels in that order and has that scale
+    (:func:`spora_sd.io.images.open_image_levels`), so a mean is never filed under another channel.
     """
-    image = open_image_levels(image_path)[0]
+    image = open_image_levels(image_path, mpp=mpp, channel_names=channel_names, on_mismatch=on_mismatch)[0]
     if tuple(image.shape[1:]) != mask.shape:
         raise CohortFormatError(
             mask_path, "mask.shape", f"mask shape {mask.shape} differs from image shape {tuple(image.shape[1:])}"
@@ -189,17 +260,22 @@ def image_means(image_path: str | Path, mask: np.ndarray, mask_path: str | Path,
         raise CohortFormatError(
             image_path, "image.channels", f"{image.shape[0]} channels, but channels_per_tissue lists {n_channels}"
         )
-    return label_means(image, _labels(mask, mask_path))
+    return label_means(image, _labels(mask, mask_path), index)
 
 
 def _tissue_intensities(job: _TissueJob) -> tuple[np.ndarray, np.ndarray]:
     """``(cell_ids, means)`` of one tissue: means is ``(n_cells, n measured channels)``."""
     mask = _labels(read_mask(job.mask), job.mask)
-    means = image_means(job.image, mask, job.mask, len(job.positions))
-    counts = np.bincount(mask.ravel().astype(np.intp, copy=False))
-    cell_ids = np.flatnonzero(counts)
-    cell_ids = cell_ids[cell_ids > 0]
-    return cell_ids, means[:, cell_ids].T
+    cell_ids, means = image_means(
+        job.image,
+        mask,
+        job.mask,
+        len(job.positions),
+        channel_names=job.channels,
+        mpp=job.mpp,
+        on_mismatch=job.on_mismatch,
+    )
+    return cell_ids, means.T
 
 
 def _intensity_jobs(cohort: Cohort, modality: str, resolution: float, tissues: Sequence[str]) -> list[_TissueJob]:
@@ -214,8 +290,13 @@ def _intensity_jobs(cohort: Cohort, modality: str, resolution: float, tissues: S
             missing = image if not image.exists() else mask
             logger.warning("%s: not found; no intensities for tissue %s", missing, tissue_id)
             continue
-        positions = tuple(index[name] for name in cohort.tissue_channels(tissue_id, modality))
-        jobs.append(_TissueJob(tissue_id, str(image), str(mask), positions))
+        channels = cohort.tissue_channels(tissue_id, modality)
+        positions = tuple(index[name] for name in channels)
+        jobs.append(
+            _TissueJob(
+                tissue_id, str(image), str(mask), positions, tuple(channels), float(resolution), cohort.on_mismatch
+            )
+        )
     return jobs
 
 

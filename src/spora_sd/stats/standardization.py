@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import zarr
 
 from spora_sd import layout
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, TargetExistsError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.io.cohort import Cohort, open_cohort
+from spora_sd.io.images import open_level
+from spora_sd.io.manifest import update_manifest
 from spora_sd.io.masks import read_mask
 from spora_sd.io.tables import write_table
 from spora_sd.stats.parallel import imap_tissues
@@ -178,11 +179,9 @@ class _TissueStats:
 
 
 def _read_image(path: str) -> np.ndarray:
-    try:
-        array = zarr.open_array(Path(path) / "0", mode="r", zarr_format=3)
-        return np.asarray(array[...])
-    except Exception as exc:  # noqa: BLE001 - zarr raises many types for a broken store
-        raise CohortFormatError(path, "image.unreadable", f"cannot read level 0: {exc}") from None
+    # checked reads: a missing shard or a corrupt chunk is a CohortFormatError naming it, never zeros
+    level = open_level(path, "0")
+    return level.read([(0, n) for n in level.shape])
 
 
 def _channel_moments(
@@ -461,6 +460,7 @@ def compute_standardizations(
                     dataset=cohort.dataset,
                 )
         logger.info("wrote %s", folder)
+    update_manifest(cohort.path, folders)  # a cohort exported with a manifest keeps it current
     return folders
 
 

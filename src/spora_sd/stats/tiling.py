@@ -33,6 +33,7 @@ import pandas as pd
 from spora_sd import layout
 from spora_sd.errors import CohortNotFoundError, InvalidArgumentError, TargetExistsError
 from spora_sd.io.cohort import Cohort, open_cohort
+from spora_sd.io.manifest import update_manifest
 from spora_sd.io.masks import read_mask
 from spora_sd.io.tables import write_table
 from spora_sd.stats.parallel import map_tissues
@@ -271,5 +272,6 @@ def compute_tiling(
     stats = pd.DataFrame([s for _, _, s in results], index=pd.Index([j.tissue_id for j in jobs], name="tissue_id"))
     write_table(coordinates, coordinates_file, "tile_coordinates", index=False, dataset=cohort.dataset)
     write_table(stats, stats_file, "tile_stats", dataset=cohort.dataset)
+    update_manifest(cohort.path, [coordinates_file, stats_file])  # a cohort exported with a manifest keeps it current
     logger.info("wrote %s (%d tiles over %d tissues)", coordinates_file, int(sum(n_tiles)), len(jobs))
     return coordinates_file

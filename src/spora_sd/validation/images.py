@@ -1,8 +1,10 @@
 """Structural checks of one OME-Zarr image, for the validator.
 
-They read metadata (``zarr.json``) and the index at the end of each shard file, never the pixels
-(unless ``deep=True``): a truncated or corrupted shard is found from its index, whose CRC32C
-checksum and chunk offsets must fit the file.
+They read metadata (``zarr.json``), list the shard files and read the index at the end of each,
+never the pixels (unless ``deep=True``): every shard file that the array's shape implies must exist
+(Zarr would read a missing one as zeros), and a truncated or corrupted shard is found from its
+index, whose CRC32C checksum and chunk offsets must fit the file. ``deep=True`` also decodes every
+chunk, one row of chunks at a time.
 """
 
 from __future__ import annotations
@@ -15,20 +17,24 @@ from pathlib import Path
 import numpy as np
 
 from spora_sd.errors import CohortFormatError
-from spora_sd.io.images import CHUNK_SIZE, MAX_SHARDS, ImageMetadata, read_image_metadata
+from spora_sd.io.images import (
+    CHUNK_SIZE,
+    MAX_SHARDS,
+    ImageMetadata,
+    image_metadata_problems,
+    open_level,
+    read_image_metadata,
+    shard_index_problem,
+    shard_keys,
+)
+from spora_sd.io.limits import check_image_size
+from spora_sd.layout import IMAGE_DTYPES
 from spora_sd.report import Problem
 
 __all__ = ["check_image"]
 
-_EMPTY = np.uint64(2**64 - 1)
-
-try:  # zarr's crc32c codec depends on one of these; either gives the same checksum
-    from google_crc32c import value as _crc32c
-except ImportError:  # pragma: no cover - depends on the environment
-    try:
-        from crc32c import crc32c as _crc32c
-    except ImportError:
-        _crc32c = None
+#: Missing shard files listed by name in one problem, at most.
+_LISTED = 3
 
 
 def _level_meta(path: Path) -> dict:
@@ -41,23 +47,36 @@ def _level_meta(path: Path) -> dict:
         raise CohortFormatError(meta_file, "image.unreadable", f"invalid JSON: {exc}") from None
 
 
-def _check_shard_file(file: Path, n_chunks: int) -> str | None:
-    """Return a reason when the shard's index does not fit the file, else None."""
-    size = file.stat().st_size
-    index_bytes = n_chunks * 16
-    if size < index_bytes + 4:
-        return f"{size} bytes is too short for a shard index of {n_chunks} chunks"
-    with open(file, "rb") as fh:
-        fh.seek(size - index_bytes - 4)
-        raw = fh.read(index_bytes + 4)
-    body, checksum = raw[:index_bytes], raw[index_bytes:]
-    if _crc32c is not None and int(_crc32c(body)).to_bytes(4, "little") != checksum:
-        return "shard index checksum (crc32c) does not match: the file is truncated or corrupted"
-    entries = np.frombuffer(body, dtype="<u8").reshape(-1, 2)
-    used = entries[(entries[:, 0] != _EMPTY) | (entries[:, 1] != _EMPTY)]
-    if used.size and int((used[:, 0] + used[:, 1]).max()) > size - index_bytes - 4:
-        return "a chunk of the shard lies past the end of the file: the file is truncated"
-    return None
+def _missing_shards(level_path: Path, rel: str, shape: tuple[int, ...], shard: list[int], meta: dict) -> Problem | None:
+    try:
+        expected = shard_keys(shape, shard, meta.get("chunk_key_encoding"))
+    except ValueError as exc:
+        return Problem(rel, "image.unreadable", str(exc))
+    missing = [key for _, key in expected if not (level_path / key).is_file()]
+    if not missing:
+        return None
+    listed = ", ".join(missing[:_LISTED]) + (f" and {len(missing) - _LISTED} more" if len(missing) > _LISTED else "")
+    return Problem(
+        rel,
+        "image.chunk_missing",
+        f"{len(missing)} of {len(expected)} shard files are missing ({listed}): their pixels would read as "
+        "zeros; the copy of this image is incomplete",
+    )
+
+
+def _decode_all(level_path: Path, rel: str, problems: list[Problem]) -> None:
+    """Decode every chunk, a row of chunks of one shard at a time; report the first chunk that fails."""
+    try:
+        level = open_level(level_path.parent, level_path.name)
+        _, height, width = level.shape
+        rows, columns = level.chunks[1], level.shards[2]
+        for y0 in range(0, height, rows):
+            for x0 in range(0, width, columns):
+                level[:, y0 : min(height, y0 + rows), x0 : min(width, x0 + columns)]
+    except CohortFormatError as exc:
+        file = Path(exc.file)
+        where = f"{rel}/{file.relative_to(level_path).as_posix()}" if level_path in file.parents else rel
+        problems.append(Problem(where, exc.rule, exc.message))
 
 
 def _check_level(
@@ -67,9 +86,17 @@ def _check_level(
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         problems.append(Problem(rel, "image.zarr_format", "pyramid level is not a Zarr format 3 array"))
         return None
-    shape = tuple(int(s) for s in meta.get("shape", ()))
+    raw_shape = meta.get("shape")
+    if not isinstance(raw_shape, list) or not all(isinstance(s, int) and s >= 0 for s in raw_shape):
+        problems.append(Problem(rel, "image.unreadable", f"zarr.json has no valid shape: {raw_shape!r}"))
+        return None
+    shape = tuple(raw_shape)
     if len(shape) != 3:
         problems.append(Problem(rel, "image.shape", f"expected 3 dimensions (c, y, x), got shape {shape}"))
+        return None
+    data_type = meta.get("data_type")
+    if data_type not in IMAGE_DTYPES:
+        problems.append(Problem(rel, "image.dtype", f"data_type {data_type!r} is not one of {', '.join(IMAGE_DTYPES)}"))
         return None
     if n_channels is not None and shape[0] != n_channels:
         problems.append(
@@ -77,7 +104,7 @@ def _check_level(
         )
     grid = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
     codecs = meta.get("codecs", [])
-    sharding = next((c for c in codecs if c.get("name") == "sharding_indexed"), None)
+    sharding = next((c for c in codecs if isinstance(c, dict) and c.get("name") == "sharding_indexed"), None)
     if sharding is None:
         problems.append(
             Problem(rel, "image.shards", "not sharded: the layout groups chunks with Zarr's sharding codec")
@@ -87,6 +114,11 @@ def _check_level(
     else:
         chunk = sharding.get("configuration", {}).get("chunk_shape")
         shard = grid
+    try:
+        check_image_size(level_path, shape, chunk if isinstance(chunk, list) else None, np.dtype(data_type).itemsize)
+    except CohortFormatError as exc:
+        problems.append(Problem(rel, exc.rule, exc.message))
+        return None
     expected_chunk = [shape[0], CHUNK_SIZE, CHUNK_SIZE]
     if list(chunk or []) != expected_chunk:
         problems.append(Problem(rel, "image.chunks", f"chunk shape is {chunk}, expected {expected_chunk}"))
@@ -98,21 +130,19 @@ def _check_level(
         n_shards = math.ceil(shape[1] / shard[1]) * math.ceil(shape[2] / shard[2])
         if n_shards > MAX_SHARDS:
             problems.append(Problem(rel, "image.shards", f"{n_shards} shards; at most {MAX_SHARDS} are allowed"))
+        missing = _missing_shards(level_path, rel, shape, shard, meta)
+        if missing is not None:
+            problems.append(missing)
         n_chunks = int(np.prod([s // c for s, c in zip(shard, chunk, strict=True)]))
         chunk_dir = level_path / "c"
         for dirpath, _, filenames in os.walk(chunk_dir):
             for name in filenames:
-                reason = _check_shard_file(Path(dirpath) / name, n_chunks)
+                reason = shard_index_problem(Path(dirpath) / name, n_chunks)
                 if reason:
                     file_rel = f"{rel}/{Path(dirpath, name).relative_to(level_path).as_posix()}"
                     problems.append(Problem(file_rel, "image.truncated", reason))
-    if deep:
-        import zarr
-
-        try:
-            np.asarray(zarr.open_array(level_path, mode="r")[...])
-        except Exception as exc:  # noqa: BLE001 - any decode failure is a broken image
-            problems.append(Problem(rel, "image.unreadable", f"cannot decode the pixels: {exc}"))
+    if deep and not any(p.file == rel or p.file.startswith(f"{rel}/") for p in problems):
+        _decode_all(level_path, rel, problems)
     return shape
 
 
@@ -130,17 +160,8 @@ def check_image(
         meta: ImageMetadata = read_image_metadata(path)
     except CohortFormatError as exc:
         return [Problem(rel, exc.rule, exc.message)], None
-    scale0 = meta.scales[0]
-    if len(scale0) != 3 or scale0[0] != 1.0 or not np.allclose(scale0[1:], [mpp, mpp], rtol=1e-9):
-        problems.append(Problem(rel, "image.scale", f"level 0 scale is {scale0}, expected [1.0, {mpp}, {mpp}]"))
-    if expected_channels is not None and meta.channel_names and meta.channel_names != expected_channels:
-        problems.append(
-            Problem(
-                rel,
-                "image.channel_labels",
-                f"omero channel labels {meta.channel_names} differ from the tissue's channels {expected_channels}",
-            )
-        )
+    for rule, message in image_metadata_problems(meta, mpp=mpp, channel_names=expected_channels):
+        problems.append(Problem(rel, rule, message))
     if not meta.channel_names:
         problems.append(Problem(rel, "image.ome_metadata", "no omero.channels labels"))
     hw = None

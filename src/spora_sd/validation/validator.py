@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from spora_sd.io.masks import read_mask, read_mask_shape
 from spora_sd.layout import CohortPaths
 from spora_sd.report import ValidationReport
 from spora_sd.validation.images import check_image
+from spora_sd.validation.manifest import MANIFEST_RULES, check_manifest
 
 __all__ = ["RULES", "validate"]
 
@@ -53,14 +54,24 @@ RULES: dict[str, str] = {
     "image.zarr_format": "the image is not Zarr format 3",
     "image.ome_metadata": "OME-NGFF 0.5 multiscales/omero metadata missing or malformed",
     "image.unreadable": "the image cannot be opened or decoded",
-    "image.shape": "the image is not (c, y, x)",
+    "image.shape": "a pyramid level is not a (c, y, x) array, or its channel count differs from level 0",
+    "image.dtype": "the image's data type is not an integer or float type (bool, complex, ... are refused)",
+    "image.too_large": "zarr.json declares more pixels, channels or bytes per chunk than the size limits allow "
+    "(SPORA_SD_MAX_IMAGE_PIXELS, SPORA_SD_MAX_IMAGE_CHANNELS, SPORA_SD_MAX_CHUNK_BYTES)",
     "image.chunks": "chunks are not (C, 256, 256)",
     "image.shards": "not sharded, shard not a chunk multiple, or more than 100 shards",
+    "image.chunk_missing": "a shard file that the array's shape implies is missing (an interrupted copy); "
+    "Zarr would read its pixels as zeros",
     "image.truncated": "a shard file is truncated or its index is corrupted",
+    "image.corrupt": "a chunk cannot be decoded (checksum mismatch, decompression error); found by reads and "
+    "by validate --deep",
     "image.channels": "channel count differs from the channels_per_tissue row",
-    "image.channel_labels": "omero channel labels differ from the tissue's channels",
-    "image.scale": "level-0 scale is not [1, mpp, mpp] or disagrees with mpp_<modality>",
-    "mask.unreadable": "not a readable .npz",
+    "image.channel_labels": "omero channel labels differ from the tissue's channels (channels.parquet order, "
+    "filtered by channels_per_tissue.parquet)",
+    "image.scale": "level-0 scale times the axis unit is not the resolution folder's mpp (or disagrees with "
+    "mpp_<modality>), the unit is not a length unit, or the pixels are not square",
+    "mask.unreadable": "not a readable .npz, or its .npy header declares more or less data than the file holds",
+    "mask.too_large": "the .npy header declares more pixels than the size limit allows (SPORA_SD_MAX_MASK_PIXELS)",
     "mask.key": "no array under the key 'mask'",
     "mask.pickled": "the mask holds a pickled object array",
     "mask.shape": "mask is not 2-D or its shape differs from the image at the same resolution",
@@ -71,6 +82,7 @@ RULES: dict[str, str] = {
     "standardization.missing": "a required standardization table is missing",
     "tiling.out_of_bounds": "a 'default' tile reaches outside its image",
     "check.failed": "a check could not run on this file (the message says why)",
+    **MANIFEST_RULES,
 }
 
 _MODALITY_TABLES = (layout.CHANNELS_FILE, layout.CHANNELS_PER_TISSUE_FILE)
@@ -104,6 +116,11 @@ class _Validator:
     # helpers -------------------------------------------------------------------------------------
     def add(self, file: Path | str, rule: str, message: str, severity: str = "error") -> None:
         self.report.add(file, rule, message, severity)  # type: ignore[arg-type]
+
+    def failed(self, file: Path, exc: BaseException) -> None:
+        """A check crashed on one file: report it there (``check.failed``) and go on with the others."""
+        logger.debug("check of %s failed", file, exc_info=True)
+        self.add(getattr(exc, "file", file), getattr(exc, "rule", "check.failed"), f"{type(exc).__name__}: {exc}")
 
     def rel(self, path: Path) -> str:
         return self.report._rel(path)
@@ -351,9 +368,17 @@ class _Validator:
                 continue
             seen.add(tid)
             self.report.count("images")
-            problems, hw = check_image(
-                path, self.rel(path), mpp=mpp, expected_channels=self.expected_channels(modality, tid), deep=self.deep
-            )
+            try:
+                problems, hw = check_image(
+                    path,
+                    self.rel(path),
+                    mpp=mpp,
+                    expected_channels=self.expected_channels(modality, tid),
+                    deep=self.deep,
+                )
+            except Exception as exc:  # noqa: BLE001 - one broken image must not stop the others' checks
+                self.failed(path, exc)
+                continue
             self.report.extend(problems)
             if hw is not None:
                 self.image_shapes.setdefault((tid, mpp), hw)
@@ -490,45 +515,11 @@ class _Validator:
             seen.add(tid)
             self.report.count("masks")
             try:
-                shape, dtype = read_mask_shape(path)
+                self.check_mask(path, tid, mpp, kind, allowed, cells_by_tissue)
             except CohortFormatError as exc:
                 self.add(path, exc.rule, exc.message)
-                continue
-            if len(shape) != 2:
-                self.add(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
-                continue
-            if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
-                self.add(path, "mask.dtype", f"dtype {dtype} is neither integer nor boolean")
-                continue
-            expected = self.image_shapes.get((tid, mpp))
-            if expected is not None and tuple(shape) != expected:
-                self.add(path, "mask.shape", f"mask is {tuple(shape)}, the image at {mpp} mpp is {expected}")
-            if kind == "semantic" and allowed is None and not self.deep:
-                continue
-            try:
-                mask = read_mask(path)
-            except CohortFormatError as exc:
-                self.add(path, exc.rule, exc.message)
-                continue
-            labels = np.unique(mask)
-            if kind == "tissue" and not np.isin(labels, [0, 1]).all():
-                self.add(path, "mask.values", f"tissue mask must be binary, found values {labels[:5].tolist()}")
-            elif kind == "semantic" and allowed is not None:
-                bad = np.setdiff1d(labels, np.array(sorted(allowed | {0})))
-                if bad.size:
-                    self.add(path, "mask.values", f"values {bad[:5].tolist()} are not in label_encoder.parquet")
-            elif kind == "instance" and cells_by_tissue is not None:
-                ids = labels[labels != 0]
-                cells = cells_by_tissue.get(tid, np.array([], dtype=ids.dtype))
-                if ids.shape != cells.shape or not np.array_equal(ids, cells):
-                    only_mask = np.setdiff1d(ids, cells)
-                    only_table = np.setdiff1d(cells, ids)
-                    self.add(
-                        path,
-                        "mask.labels_mismatch",
-                        f"{only_mask.size} labels not in cells.parquet (e.g. {only_mask[:3].tolist()}), "
-                        f"{only_table.size} cell_ids not in the mask (e.g. {only_table[:3].tolist()})",
-                    )
+            except Exception as exc:  # noqa: BLE001 - one broken mask must not stop the others' checks
+                self.failed(path, exc)
         if kind == "instance" and cells_by_tissue is not None:
             for tid in sorted(set(cells_by_tissue) - seen):
                 self.add(
@@ -540,6 +531,49 @@ class _Validator:
             expected_ids = {t for (t, m) in self.image_shapes if m == mpp}
             for tid in sorted(expected_ids - seen):
                 self.add(self.paths.tissue_mask(mpp, tid), "mask.missing", "tissue mask missing for an image")
+
+    def check_mask(
+        self,
+        path: Path,
+        tid: str,
+        mpp: float,
+        kind: str,
+        allowed: set[int] | None,
+        cells_by_tissue: dict[str, np.ndarray] | None,
+    ) -> None:
+        """The checks of one mask file: its header first, then (when needed) its values."""
+        shape, dtype = read_mask_shape(path)
+        if len(shape) != 2:
+            self.add(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
+            return
+        if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+            self.add(path, "mask.dtype", f"dtype {dtype} is neither integer nor boolean")
+            return
+        expected = self.image_shapes.get((tid, mpp))
+        if expected is not None and tuple(shape) != expected:
+            self.add(path, "mask.shape", f"mask is {tuple(shape)}, the image at {mpp} mpp is {expected}")
+        if kind == "semantic" and allowed is None and not self.deep:
+            return
+        mask = read_mask(path)
+        labels = np.unique(mask)
+        if kind == "tissue" and not np.isin(labels, [0, 1]).all():
+            self.add(path, "mask.values", f"tissue mask must be binary, found values {labels[:5].tolist()}")
+        elif kind == "semantic" and allowed is not None:
+            bad = np.setdiff1d(labels, np.array(sorted(allowed | {0})))
+            if bad.size:
+                self.add(path, "mask.values", f"values {bad[:5].tolist()} are not in label_encoder.parquet")
+        elif kind == "instance" and cells_by_tissue is not None:
+            ids = labels[labels != 0]
+            cells = cells_by_tissue.get(tid, np.array([], dtype=ids.dtype))
+            if ids.shape != cells.shape or not np.array_equal(ids, cells):
+                only_mask = np.setdiff1d(ids, cells)
+                only_table = np.setdiff1d(cells, ids)
+                self.add(
+                    path,
+                    "mask.labels_mismatch",
+                    f"{only_mask.size} labels not in cells.parquet (e.g. {only_mask[:3].tolist()}), "
+                    f"{only_table.size} cell_ids not in the mask (e.g. {only_table[:3].tolist()})",
+                )
 
     def check_tiling(self) -> None:
         tiling = self.root / layout.TILING_DIR
@@ -586,21 +620,24 @@ class _Validator:
     def run(self) -> ValidationReport:
         if not self.check_root():
             return self.report
-        steps = [
-            self.check_tissues,
-            lambda: [self.check_modality(m, f) for m, f in self.modality_folders()],
-            self.check_cells,
-            self.check_masks,
-            self.check_tiling,
-        ]
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:
-                logger.debug("validation step failed", exc_info=True)
-                file = getattr(exc, "file", self.root)
-                self.add(file, getattr(exc, "rule", "check.failed"), f"{type(exc).__name__}: {exc}")
+        self.guarded(self.root, self.check_tissues)
+        modalities: list[tuple[str, Path]] = []
+        self.guarded(self.root, lambda: modalities.extend(self.modality_folders()))
+        for modality, folder in modalities:  # one broken modality does not stop the checks of the others
+            self.guarded(folder, lambda m=modality, f=folder: self.check_modality(m, f))
+        for step in (self.check_cells, self.check_masks, self.check_tiling):
+            self.guarded(self.root, step)
+        if self.deep:  # every byte against metadata/manifest.json, when the cohort has one
+            self.guarded(self.root, lambda: check_manifest(self.root, self.report, allow_partial=self.allow_partial))
         return self.report
+
+    def guarded(self, where: Path, step: Callable[[], object]) -> None:
+        """Run one check; if it crashes, report that (on ``where``, or the file the error names) and go on."""
+        try:
+            step()
+        except Exception as exc:
+            logger.debug("validation step failed", exc_info=True)
+            self.failed(where, exc)
 
 
 def validate(path: str | Path, *, deep: bool = False, allow_partial: bool = False) -> ValidationReport:
@@ -612,8 +649,12 @@ def validate(path: str | Path, *, deep: bool = False, allow_partial: bool = Fals
         The cohort folder, or a dataset key or alias found under ``$SPORA_DATASETS_DIR`` (as
         :func:`spora_sd.open_cohort` takes them). A cohort that is not there is reported, not raised.
     deep
-        Also decode every image chunk and every semantic mask (slow; by default images are checked
-        through their metadata and shard indexes, which find truncated files without reading pixels).
+        Also decode every image chunk, one row of chunks of one shard at a time, and every semantic
+        mask (slow; by default images are checked through their metadata, the list of their shard
+        files and the shard indexes, which find missing, truncated and corrupted shard files without
+        reading pixels; see :doc:`/guarantees`),
+        and compare every file with the content manifest ``metadata/manifest.json`` when there is one
+        (size and CRC32C: finds altered and swapped files; :mod:`spora_sd.validation.manifest`).
     allow_partial
         Report files missing from a partial copy (e.g. only ``imc/`` was copied) as warnings.
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,9 @@ from spora_sd.datasets.synthetic.biology import _SUBTYPES, CELL_TYPES, CELL_TYPE
 from spora_sd.datasets.synthetic.geometry import _cell_shapes, _cell_types, _place_cells, _rasterize, _tissue_mask
 from spora_sd.datasets.synthetic.rendering import _downsample, _expression, _label_means, _render_he, _render_multiplex
 from spora_sd.errors import InvalidArgumentError, TargetExistsError
-from spora_sd.io.atomic import TMP_MARKER, remove_path, replace_path
+from spora_sd.io.atomic import export_workspace
 from spora_sd.io.images import build_pyramid, write_image
+from spora_sd.io.manifest import write_manifest
 from spora_sd.io.masks import write_mask
 from spora_sd.io.tables import write_table
 from spora_sd.layout import CohortPaths
@@ -314,12 +314,10 @@ def make_synthetic_cohort(
     lacking = {n_tissues - 1} | {i for i in range(n_tissues) if i % 10 == 9} if ragged is not None else set()
     failed = n_channels - 1 if multiplex is not None else None
 
-    # Build under a hidden sibling folder; the cohort inside it already has its final name, so the
-    # tables' tissue ids and the readers agree, and one rename publishes it.
-    workspace = Path(root) / f".{name}{TMP_MARKER}{uuid.uuid4().hex[:12]}"
-    cohort_dir = workspace / name
-    try:
-        cohort_dir.mkdir(parents=True)
+    # Built under a hidden sibling folder (io.atomic.export_workspace: the writer lock, an in-progress
+    # marker, the content manifest, an atomic exchange with an existing cohort); the cohort inside it
+    # already has its final name, so the tables' tissue ids and the readers agree.
+    with export_workspace(target, overwrite=overwrite) as cohort_dir:
         jobs = [
             _TissueJob(
                 root=str(cohort_dir),
@@ -353,9 +351,7 @@ def make_synthetic_cohort(
             for mpp in mpps:
                 sizes = [tuple(math.ceil(s / (mpp / mpps[0])) for s in shape) for shape in shapes]
                 compute_tiling(cohort_dir, tile_size=_tile_size_for(sizes), resolution=mpp, progress=progress)
-        replace_path(cohort_dir, target, overwrite=overwrite)
-    finally:
-        remove_path(workspace)
+        write_manifest(cohort_dir)  # the last file: sizes and checksums of all the others
     logger.info("wrote synthetic cohort %s (%d tissues)", target, n_tissues)
     return target
 

@@ -6,9 +6,10 @@ description of every table of a cohort. Each describes *one row* as a JSON objec
 ``x-index``, ``x-channel-columns``, ... documented in each file's ``$comment``) say what a row-wise validator
 cannot: dtypes, keys, the pandas index and channel columns. :mod:`.checker` applies them to whole tables.
 
-One file in that folder is not a table schema: :data:`ATTRS_SCHEMA_FILE` describes ``sdata.attrs["spora"]``,
-the JSON object that :mod:`spora_sd.convert.attrs` writes into every SpatialData; :func:`load_attrs_schema`
-loads it.
+Two files in that folder are not table schemas: :data:`ATTRS_SCHEMA_FILE` describes ``sdata.attrs["spora"]``,
+the JSON object that :mod:`spora_sd.convert.attrs` writes into every SpatialData (:func:`load_attrs_schema`
+loads it), and :data:`MANIFEST_SCHEMA_FILE` a cohort's content manifest ``metadata/manifest.json``
+(:mod:`spora_sd.io.manifest`; :func:`load_manifest_schema`).
 
 Examples
 --------
@@ -34,11 +35,13 @@ __all__ = [
     "ATTRS_SCHEMA_FILE",
     "BOUNDS",
     "DTYPE_FAMILIES",
+    "MANIFEST_SCHEMA_FILE",
     "RULES",
     "SCHEMA_KINDS",
     "cached_schema",
     "is_nullable",
     "load_attrs_schema",
+    "load_manifest_schema",
     "load_schema",
     "schema_dir",
 ]
@@ -57,6 +60,8 @@ SCHEMA_KINDS: tuple[str, ...] = (
 
 #: The one schema file of :func:`schema_dir` that is not a table kind: ``sdata.attrs["spora"]``.
 ATTRS_SCHEMA_FILE = "spora_attrs.schema.json"
+#: The other one: a cohort's content manifest, ``metadata/manifest.json``.
+MANIFEST_SCHEMA_FILE = "manifest.schema.json"
 
 #: The dtype families that ``x-dtype`` may name (an all-null column fits every family).
 DTYPE_FAMILIES: tuple[str, ...] = (
@@ -184,6 +189,26 @@ def load_attrs_schema() -> dict[str, Any]:
     ['format_version', 'dataset']
     """
     return copy.deepcopy(_attrs_schema())
+
+
+@functools.cache
+def _manifest_schema() -> dict[str, Any]:
+    schema = json.loads((schema_dir() / MANIFEST_SCHEMA_FILE).read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def load_manifest_schema() -> dict[str, Any]:
+    """Load the JSON Schema of a cohort's ``metadata/manifest.json`` (:data:`MANIFEST_SCHEMA_FILE`; not a table kind).
+
+    Parsed and meta-validated once per process; each call returns a fresh copy.
+
+    Examples
+    --------
+    >>> load_manifest_schema()["required"]
+    ['manifest_version', 'algorithm', 'files']
+    """
+    return copy.deepcopy(_manifest_schema())
 
 
 def _types(spec: dict[str, Any]) -> list[str]:

@@ -1,0 +1,273 @@
+"""Scale: the cost per tissue of every cohort step, from 200 to 2,000 tissues.
+
+Synthetic IMC cohorts (``make_synthetic_cohort``: 128 x 128 px images with a second pyramid level,
+3 channels, about 3,000 cells per tissue; four SpatialData elements per tissue: the image and the
+cell, tissue and cell-type labels) of 200, 800 and 2,000 tissues (6 M cells). For each size, in a
+fresh process (so that memory is that size's alone), the wall time of:
+
+``open_cohort``, ``to_spatialdata``, ``validate``, ``write_spatialdata`` (the SpatialData store),
+``read_zarr`` (``spatialdata.read_zarr`` of that store), ``from_spatialdata`` (that store back to a
+cohort, without standardization and tiling), ``cell_intensities`` (``compute_cell_intensities``) and
+``spatial_neighbors`` (``squidpy.gr.spatial_neighbors`` over every cell, one graph per tissue:
+``library_key="tissue_id"``). Each step is timed once, after all of them ran once on a 10-tissue
+cohort in the same process (imports and first-call caches are not the step's).
+
+Goals, printed as ratios:
+
+- ``scale_<step>``: time per tissue at the largest size / time per tissue at the smallest, <= 1.3
+  (linear);
+- ``scale_write_vs_raw``: ``write_spatialdata`` at 800 tissues / a raw write of the same data in the
+  same process: every image and labels level with ``zarr.create_array`` (same chunks, shards and
+  codecs as written) and one ``dask.array.store``, plus ``AnnData.write_zarr`` of each table; <= 1.5
+  (best of two each, alternating);
+- ``scale_open_vs_read_zarr``: ``to_spatialdata`` / ``read_zarr`` at the largest size, <= 0.2;
+- ``scale_rss``: peak RSS increase over all the steps at the largest size / (cell table + 1 GB), <= 1.
+
+``--quick`` (``make bench-quick``) runs 10 and 30 tissues of 100 cells in this process, each step
+once (the write comparison at 10 tissues): a smoke check, whose ratios mean nothing.
+Cohorts are made once under ``benchmarks/_work``. ``python benchmarks/bench_scale.py [sizes...]`` runs
+the benchmark alone (e.g. ``200 800``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from common import WORK, PeakRSS, Result, synthetic_cohort
+
+SIZES = {True: (10, 30), False: (200, 800, 2000)}
+WRITE_SIZE = {True: 10, False: 800}
+CELLS = {True: 100, False: 3000}
+STEPS = (
+    "open_cohort",
+    "to_spatialdata",
+    "validate",
+    "write_spatialdata",
+    "read_zarr",
+    "from_spatialdata",
+    "cell_intensities",
+    "spatial_neighbors",
+)
+WARM_UP = 10  # tissues: every step runs once on a cohort this size first (imports, first-call caches)
+
+
+def cohort(n: int, quick: bool) -> Path:
+    return synthetic_cohort(
+        f"scale2025n{n}",
+        quick,
+        n_tissues=n,
+        modalities=("imc",),
+        image_size=128,
+        n_channels=3,
+        n_cells=CELLS[quick],
+        n_levels=2,
+        seed=0,
+        standardization=False,
+        tiling=False,
+    )
+
+
+def _quiet() -> None:
+    logging.getLogger("ome_zarr").setLevel(logging.ERROR)  # "no parent found" for every labels element
+    logging.getLogger("spora_sd").setLevel(logging.ERROR)
+    logging.getLogger("spatialdata._logging").setLevel(logging.WARNING)  # squidpy's "Creating graph using ..."
+    warnings.filterwarnings("ignore")
+
+
+def _time(func: object) -> tuple[float, object]:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = func()  # type: ignore[operator]
+    return time.perf_counter() - t0, out
+
+
+def _table_bytes(table: object) -> int:
+    t = table  # an AnnData
+    total = t.X.nbytes if t.X is not None else 0  # type: ignore[attr-defined]
+    total += sum(v.nbytes for v in t.obsm.values())  # type: ignore[attr-defined]
+    total += int(t.obs.memory_usage(deep=True).sum()) + int(t.var.memory_usage(deep=True).sum())  # type: ignore[attr-defined]
+    return total
+
+
+def _raw_write(sdata: object, written: Path, out: Path) -> None:
+    """The baseline: the same arrays with ``zarr.create_array`` and ``dask.array.store``, the tables with anndata."""
+    import dask.array as da
+    import zarr
+
+    from spora_sd.convert.store import _aligned, _levels
+
+    sources, targets = [], []
+    for kind in ("images", "labels"):
+        for name, element in getattr(sdata, kind).items():
+            for i, level in enumerate(_levels(element)):
+                meta = zarr.open_array(written / kind / name / f"s{i}", mode="r")  # what write_spatialdata chose
+                target = zarr.create_array(
+                    out,
+                    name=f"{kind}/{name}/s{i}",
+                    shape=meta.shape,
+                    dtype=meta.dtype,
+                    chunks=meta.chunks,
+                    shards=meta.shards,
+                    filters=meta.filters,
+                    compressors=meta.compressors,
+                    serializer=meta.serializer,
+                    fill_value=meta.fill_value,
+                )
+                sources.append(_aligned(level.data, meta.shards or meta.chunks))
+                targets.append(target)
+    da.store(sources, targets, lock=False)
+    for name, table in sdata.tables.items():  # type: ignore[attr-defined]
+        table.write_zarr(out / "tables" / name)
+
+
+def measure(n: int, quick: bool) -> dict[str, object]:
+    """Every step at one size (after a warm-up run of every step on ``WARM_UP`` tissues unless quick)."""
+    _quiet()
+    if not quick:
+        _steps(WARM_UP, quick)
+    return _steps(n, quick)
+
+
+def _steps(n: int, quick: bool) -> dict[str, object]:
+    """Every step at one size; with the write baseline at ``WRITE_SIZE``."""
+    import spatialdata
+    import squidpy as sq
+
+    from spora_sd import compute_cell_intensities, from_spatialdata, open_cohort, to_spatialdata, validate
+    from spora_sd.convert.store import write_spatialdata
+
+    path = cohort(n, quick)
+    work = WORK / ("quick" if quick else "full") / f"scale_out_{n}"
+    store, exported = work / "store.zarr", work / "export" / path.name
+    shutil.rmtree(work, ignore_errors=True)  # left by an interrupted run
+    times: dict[str, float] = {}
+    out: dict[str, object] = {"n": n, "times": times}
+    with PeakRSS() as rss:
+        times["open_cohort"], _ = _time(lambda: open_cohort(path))
+        times["to_spatialdata"], sdata = _time(lambda: to_spatialdata(path))
+        report_time, report = _time(lambda: validate(path))
+        times["validate"] = report_time
+        out["valid"] = bool(report.ok)  # type: ignore[attr-defined]
+        times["write_spatialdata"], _ = _time(lambda: write_spatialdata(sdata, store, overwrite=True))
+        times["read_zarr"], back = _time(lambda: spatialdata.read_zarr(store))
+        times["from_spatialdata"], _ = _time(
+            lambda: from_spatialdata(back, exported, overwrite=True, standardization=False, tiling=False)
+        )
+        times["cell_intensities"], _ = _time(lambda: compute_cell_intensities(path))
+        cells = sdata.tables["cells"]  # type: ignore[attr-defined]
+        times["spatial_neighbors"], _ = _time(
+            lambda: sq.gr.spatial_neighbors(cells, library_key="tissue_id", coord_type="generic", copy=True)
+        )
+    out.update(
+        elements=len(list(sdata.gen_elements())),  # type: ignore[attr-defined]
+        cells=int(cells.n_obs),
+        cell_table_bytes=_table_bytes(cells),
+        rss_delta=rss.delta,
+    )
+    if n == WRITE_SIZE[quick]:
+        ours, raw = [times["write_spatialdata"]], []
+        for i in range(2):
+            shutil.rmtree(work / "raw.zarr", ignore_errors=True)  # deleting is not writing
+            raw.append(_time(lambda: _raw_write(sdata, store, work / "raw.zarr"))[0])
+            if i == 0:
+                ours.append(_time(lambda: write_spatialdata(sdata, work / "again.zarr"))[0])
+        out["write"] = {"ours": min(ours), "raw": min(raw)}
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _in_subprocess(n: int) -> dict[str, object]:
+    """``measure(n)`` in a fresh interpreter: the peak RSS is that size's alone."""
+    cohort(WARM_UP, False)  # made here, outside the measured process
+    cohort(n, False)
+    code = f"import json, bench_scale; print('RESULT ' + json.dumps(bench_scale.measure({n}, False)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=False
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"bench_scale at {n} tissues failed:\n{done.stderr[-4000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def run(quick: bool, sizes: tuple[int, ...] | None = None) -> list[Result]:
+    sizes = tuple(sorted(sizes or SIZES[quick]))
+    found = {}
+    for n in sizes:
+        found[n] = measure(n, quick) if quick else _in_subprocess(n)
+        print(
+            f"#   scale {n} tissues: " + ", ".join(f"{k} {v:.3g} s" for k, v in found[n]["times"].items()), flush=True
+        )
+    large = found[sizes[-1]]
+    results = []
+    for step in STEPS:
+        per = {n: found[n]["times"][step] / n for n in sizes}  # type: ignore[index]
+        details: dict[str, float | str] = {f"{n} s": found[n]["times"][step] for n in sizes}  # type: ignore[index]
+        details.update({f"ms/tissue at {n}": 1000 * per[n] for n in sizes})
+        results.append(
+            Result(
+                f"scale_{step}",
+                per[sizes[-1]] / per[sizes[0]],
+                "<=1.3",
+                f"{step} time per tissue at {sizes[-1]} / at {sizes[0]} tissues",
+                details,
+            )
+        )
+    write = next((found[n]["write"] for n in sizes if "write" in found[n]), None)
+    if write is not None:
+        results.append(
+            Result(
+                "scale_write_vs_raw",
+                write["ours"] / write["raw"],  # type: ignore[index]
+                "<=1.5",
+                f"write_spatialdata / raw zarr + anndata write of the same data, {WRITE_SIZE[quick]} tissues",
+                {"write_spatialdata s": write["ours"], "raw s": write["raw"]},  # type: ignore[index]
+            )
+        )
+    lt = large["times"]
+    results.append(
+        Result(
+            "scale_open_vs_read_zarr",
+            lt["to_spatialdata"] / lt["read_zarr"],  # type: ignore[index]
+            "<=0.2",
+            f"to_spatialdata / spatialdata.read_zarr, {sizes[-1]} tissues",
+            {"to_spatialdata s": lt["to_spatialdata"], "read_zarr s": lt["read_zarr"]},  # type: ignore[index]
+        )
+    )
+    mb = 2**20
+    budget = large["cell_table_bytes"] + 1024 * mb  # type: ignore[operator]
+    results.append(
+        Result(
+            "scale_rss",
+            large["rss_delta"] / budget,  # type: ignore[operator]
+            "<=1.0",
+            f"peak RSS increase over every step / (cell table + 1 GB), {sizes[-1]} tissues",
+            {
+                "rss MB": large["rss_delta"] / mb,  # type: ignore[operator]
+                "cell table MB": large["cell_table_bytes"] / mb,  # type: ignore[operator]
+                "cells": float(large["cells"]),  # type: ignore[arg-type]
+                "elements": float(large["elements"]),  # type: ignore[arg-type]
+                "valid": str(all(found[n]["valid"] for n in sizes)),
+            },
+        )
+    )
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("sizes", nargs="*", type=int, help="numbers of tissues (default: 200 800 2000)")
+    args = parser.parse_args()
+    for result in run(args.quick, tuple(args.sizes) or None):
+        print(result.line(), flush=True)
