@@ -394,8 +394,10 @@ def build_cell_table(
     names = pc.binary_join_element_wise(
         tissue_strings.cast(pa.string()), pc.cast(pa.array(cell_ids), pa.string()), element_names.SEP
     )
-    # pandas' default string dtype (object in pandas 2, "str" in pandas 3): what anndata reads back
-    obs_frame = pd.DataFrame(obs, index=pd.Index(names.to_pandas()), copy=False)
+    # pandas' default string dtype (object in pandas 2, "str" in pandas 3): what anndata reads back.
+    # Without deduplicate_objects=False, pyarrow hashes every name to share equal strings (all differ):
+    # 2.7 s and 1 GB more peak memory for 6 M cells in pandas 2 (pandas 3 wraps the Arrow array as is).
+    obs_frame = pd.DataFrame(obs, index=pd.Index(names.to_pandas(deduplicate_objects=False)), copy=False)
 
     # per-tissue statistics from the masks: centroids, and the intensities cells.parquet lacks
     computed = [m for m in modalities if not any(c in present for c in cohort.panel(m))]

@@ -130,7 +130,13 @@ def cached_schema(kind: str) -> dict[str, Any]:
     """The parsed, meta-validated schema of ``kind``, shared (do not mutate; :func:`load_schema` copies)."""
     if kind not in SCHEMA_KINDS:
         raise LayoutNameError(f"Unknown table kind {kind!r}; valid kinds: {', '.join(SCHEMA_KINDS)}")
-    schema = json.loads((schema_dir() / f"{kind}.schema.json").read_text(encoding="utf-8"))
+    return _schema_file(f"{kind}.schema.json")
+
+
+@functools.cache
+def _schema_file(name: str) -> dict[str, Any]:
+    """One schema file of :func:`schema_dir`, parsed and checked against the 2020-12 meta-schema once."""
+    schema = json.loads((schema_dir() / name).read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
     return schema
 
@@ -166,13 +172,6 @@ def load_schema(kind: str) -> dict[str, Any]:
     return copy.deepcopy(cached_schema(kind))
 
 
-@functools.cache
-def _attrs_schema() -> dict[str, Any]:
-    schema = json.loads((schema_dir() / ATTRS_SCHEMA_FILE).read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return schema
-
-
 def load_attrs_schema() -> dict[str, Any]:
     """Load the JSON Schema of ``sdata.attrs["spora"]`` (:data:`ATTRS_SCHEMA_FILE`; not a table kind).
 
@@ -188,14 +187,7 @@ def load_attrs_schema() -> dict[str, Any]:
     >>> load_attrs_schema()["required"][:2]
     ['format_version', 'dataset']
     """
-    return copy.deepcopy(_attrs_schema())
-
-
-@functools.cache
-def _manifest_schema() -> dict[str, Any]:
-    schema = json.loads((schema_dir() / MANIFEST_SCHEMA_FILE).read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return schema
+    return copy.deepcopy(_schema_file(ATTRS_SCHEMA_FILE))
 
 
 def load_manifest_schema() -> dict[str, Any]:
@@ -208,7 +200,7 @@ def load_manifest_schema() -> dict[str, Any]:
     >>> load_manifest_schema()["required"]
     ['manifest_version', 'algorithm', 'files']
     """
-    return copy.deepcopy(_manifest_schema())
+    return copy.deepcopy(_schema_file(MANIFEST_SCHEMA_FILE))
 
 
 def _types(spec: dict[str, Any]) -> list[str]:
