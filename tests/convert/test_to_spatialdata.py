@@ -579,3 +579,22 @@ def test_dask_chunks_group_whole_zarr_chunks(tmp_path: Path) -> None:
     assert open_image_levels(path)[0].chunksize == (2, 256, 256)
     grouped = open_image_levels(path, chunk_bytes=4 * 2 * 256 * 256 * 2)[0]  # room for 2 x 2 Zarr chunks
     assert grouped.chunksize == (2, 512, 512)
+
+
+def test_tables_are_checked_against_the_labels(cohort_path: Path, tmp_path: Path, cohort) -> None:
+    """The cell table's regions are checked once per region (not by a scan of every element per region)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        only_table = to_spatialdata(cohort, elements=("tables",))  # asked for: no warning
+    assert not [w for w in caught if "is annotating" in str(w.message)]
+    assert set(only_table.tables) == {"cells", "tissues"} and not only_table.labels
+    copy = tmp_path / DATASET
+    shutil.copytree(cohort_path, copy)
+    gone = cohort.tissue_ids()[0]
+    next(copy.glob(f"segmentations/*/cell_masks/instances/{gone}.npz")).unlink()
+    with pytest.warns(UserWarning, match=f"annotating '{element_names.labels_name(gone, 'cells')}'"):
+        sd = to_spatialdata(copy, elements=("labels", "tables"))
+    assert element_names.labels_name(gone, "cells") not in sd.labels
+    assert sd.tables["cells"].n_obs == cohort.cells.shape[0] if hasattr(cohort, "cells") else True
