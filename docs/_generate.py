@@ -51,7 +51,10 @@ def generate(out: Path) -> None:
         parts.append(f"\n## `{kind}`\n\n{schema.get('description', '')}\n\n{schema_markdown(kind)}\n")
     _write(out / "schemas.md", "\n".join(parts))
     rows = ["| rule id | meaning |", "| --- | --- |"]
-    for rules in (STRUCTURE_RULES, TABLE_RULES):
+    from spora_sd.importers import RULES as IMPORT_RULES
+    from spora_sd.io.fetch import RULES as FETCH_RULES
+
+    for rules in (STRUCTURE_RULES, TABLE_RULES, IMPORT_RULES, FETCH_RULES):
         rows += [f"| `{rule}` | {text} |" for rule, text in sorted(rules.items())]
     _write(out / "cli.md", cli_reference())
     _write(

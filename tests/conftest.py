@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.browser import browser_page, chromium  # noqa: F401  (fixtures: headless Chromium for page tests)
 
 # Tests never touch the user's LaminDB settings or the internet: see tests/lamin/conftest.py.
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -18,3 +19,12 @@ def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("cohorts")
     return spora_sd.make_synthetic_cohort(root, name="small2025cohort", n_tissues=4, image_size=200, n_cells=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3-compatible server on loopback, one per test session (see tests/servers.py)."""
+    from servers import S3Server
+
+    with S3Server() as server:
+        yield server

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HttpServer", "RequestLog", "S3Server"]
+__all__ = ["AuthS3Server", "FaultProxy", "HttpServer", "RequestLog", "S3Server"]
 
 ACCESS_KEY = "spora-test-key"
 SECRET_KEY = "spora-test-secret-do-not-print"
@@ -200,8 +200,9 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         path = Path(self.translate_path(self.path))
         header = self.headers.get("Range")
         if header is None or not path.is_file():
-            super().do_GET()
+            # logged before the answer goes out, so a client that has its answer finds it in the log
             self.log.add("GET", self.path, path.stat().st_size if path.is_file() else 0)
+            super().do_GET()
             return
         match = _RANGE_RE.match(header.strip())
         size = path.stat().st_size
@@ -227,12 +228,12 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        self.wfile.write(data)
         self.log.add("GET", self.path, len(data))
+        self.wfile.write(data)
 
     def do_HEAD(self) -> None:
-        super().do_HEAD()
         self.log.add("HEAD", self.path, 0)
+        super().do_HEAD()
 
     def end_headers(self) -> None:
         self.send_header("Accept-Ranges", "bytes")
@@ -275,4 +276,188 @@ class HttpServer:
     @property
     def url(self) -> str:
         assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+
+class AuthS3Server:
+    """moto's S3 server with authentication on (``INITIAL_NO_AUTH_ACTION_COUNT=0``), in a subprocess.
+
+    moto reads that setting once per process, so this server runs on its own: every request is
+    checked, and keys it never issued are refused with ``InvalidAccessKeyId`` (403), as AWS does
+    for bad keys.
+    """
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self.port = 0
+
+    def __enter__(self) -> AuthS3Server:
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):  # up to 20 s on a busy machine
+            try:
+                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of a server, that can delay, fail, hang, drop or lie.
+
+    Each request is forwarded to ``upstream`` (``http://127.0.0.1:<port>``) unless a fault is set:
+
+    - ``delay``: seconds added before each request is forwarded (network latency);
+    - ``fail_next(n, status, body)``: the next ``n`` requests get ``status`` and ``body`` (e.g. 503
+      ``SlowDown``), ``n=-1`` for every request;
+    - ``hang``: requests get no answer (the connection stays open; the client times out);
+    - ``drop``: the connection is closed without an answer;
+    - ``truncate``: responses with a body send only that many bytes of it, then close;
+    - ``size_bonus``: ``Content-Length`` of ``HEAD`` answers is that much larger (a server that lies
+      about sizes).
+
+    ``log`` counts the requests the proxy received (faults included).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.log = RequestLog()
+        self.delay = 0.0
+        self.hang = False
+        self.drop = False
+        self.truncate: int | None = None
+        self.size_bonus = 0
+        self._fail: list[Any] = [0, 500, b""]
+        self._lock = threading.Lock()
+        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._stop = threading.Event()
+
+    def fail_next(self, n: int, status: int, body: bytes = b"") -> None:
+        with self._lock:
+            self._fail = [n, status, body]
+
+    def reset(self) -> None:
+        self.delay, self.hang, self.drop, self.truncate, self.size_bonus = 0.0, False, False, None, 0
+        self.fail_next(0, 500)
+
+    def _take_failure(self) -> tuple[int, bytes] | None:
+        with self._lock:
+            n, status, body = self._fail
+            if n == 0:
+                return None
+            if n > 0:
+                self._fail[0] = n - 1
+            return status, body
+
+    def start(self) -> FaultProxy:
+        import http.client
+        import time
+        from urllib.parse import urlsplit
+
+        proxy = self
+        target = urlsplit(self.upstream)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                proxy.log.add(self.command, self.path, 0)
+                if proxy.delay:
+                    time.sleep(proxy.delay)
+                if proxy.hang:
+                    proxy._stop.wait(60)
+                    self.close_connection = True
+                    return
+                if proxy.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                failure = proxy._take_failure()
+                if failure is not None:
+                    status, payload = failure
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() in ("transfer-encoding", "connection", "content-length"):
+                        continue
+                    self.send_header(key, value)
+                declared = len(data)
+                if self.command == "HEAD":
+                    declared = int(response.getheader("Content-Length") or 0) + proxy.size_bonus
+                self.send_header("Content-Length", str(declared))
+                self.end_headers()
+                conn.close()
+                if self.command == "HEAD":
+                    return
+                if proxy.truncate is not None and len(data) > proxy.truncate:
+                    self.wfile.write(data[: proxy.truncate])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None, "proxy not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"

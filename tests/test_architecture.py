@@ -10,15 +10,23 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "spora_sd"
 
 #: subpackage -> subpackages it must never import (at module level or inside a function).
+#: The subpackages that read or write a cohort and are used by no other (the leaves under cli).
+_LEAVES = {"importers", "qc", "viewer"}
 FORBIDDEN: dict[str, set[str]] = {
-    "layout": {"io", "validation", "convert", "stats", "datasets", "ontologies", "lamin", "ml", "cli", "testing"},
-    "io": {"validation", "convert", "stats", "lamin", "ml", "cli", "testing"},
-    "validation": {"convert", "stats", "lamin", "ml", "cli", "testing"},
-    "stats": {"convert", "lamin", "ml", "cli", "testing"},
-    "convert": {"lamin", "ml", "cli", "testing"},
-    "ontologies": {"io", "validation", "convert", "stats", "datasets", "lamin", "ml", "cli", "testing"},
-    "lamin": {"cli", "ml", "testing"},
-    "ml": {"cli", "lamin", "testing"},
+    "layout": {"io", "validation", "convert", "stats", "datasets", "ontologies", "lamin", "ml", "cli", "testing"}
+    | _LEAVES,
+    "io": {"validation", "convert", "stats", "lamin", "ml", "cli", "testing"} | _LEAVES,
+    "validation": {"convert", "stats", "lamin", "ml", "cli", "testing"} | _LEAVES,
+    "stats": {"convert", "lamin", "ml", "cli", "testing"} | _LEAVES,
+    "convert": {"lamin", "ml", "cli", "testing"} | _LEAVES,
+    "ontologies": {"io", "validation", "convert", "stats", "datasets", "lamin", "ml", "cli", "testing"} | _LEAVES,
+    # lamin attaches a Vitessce config to what it registers (lamin.vitessce -> viewer.config)
+    "lamin": {"cli", "ml", "testing", "importers", "qc"},
+    "ml": {"cli", "lamin", "testing"} | _LEAVES,
+    "importers": {"lamin", "ml", "cli", "testing", "qc", "viewer"},
+    "qc": {"convert", "lamin", "ml", "cli", "testing", "importers", "viewer"},
+    # the viewer opens registered artifacts (viewer.artifact -> lamin)
+    "viewer": {"ml", "cli", "testing", "importers", "qc"},
 }
 
 

@@ -654,7 +654,7 @@ CASES = [
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 60
+    assert len(CASES) + len(REMOTE_CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
 
 
@@ -854,3 +854,109 @@ def test_a_huge_sparse_cell_label_costs_what_its_cells_cost(base_cohort: Path, t
         timeout=600,
     )
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------------------------------
+# remote cohorts: the same refusals over S3 (moto) and HTTP, for what only a server can do wrong
+
+
+@dataclass
+class RemoteCase:
+    id: str
+    key: str  # the object to alter, relative to the cohort (a tissue id placeholder: {tid})
+    action: str  # "delete", "truncate" (keep the first half of its bytes), or "lie" (HTTP: every HEAD says 1 KiB more)
+    rule: str | None  # the validator's rule (None: the read is refused and validate reports check.failed)
+    file: str  # a fragment of the reported file
+
+
+REMOTE_CASES = [
+    RemoteCase(
+        "remote_deleted_shard",
+        "imc/1_0mpp/images/{tid}.ome.zarr/0/c/0/0/0",
+        "delete",
+        "image.chunk_missing",
+        ".ome.zarr/0",
+    ),
+    RemoteCase(
+        "remote_deleted_level_metadata",
+        "imc/1_0mpp/images/{tid}.ome.zarr/0/zarr.json",
+        "delete",
+        "image.unreadable",
+        ".ome.zarr",
+    ),
+    RemoteCase(
+        "remote_deleted_table",
+        "imc/channels_per_tissue.parquet",
+        "delete",
+        "layout.file_missing",
+        "channels_per_tissue.parquet",
+    ),
+    RemoteCase(
+        "remote_deleted_mask", "segmentations/1_0mpp/tissue_masks/{tid}.npz", "delete", "mask.missing", "tissue_masks"
+    ),
+    RemoteCase(
+        "remote_truncated_shard", "imc/1_0mpp/images/{tid}.ome.zarr/0/c/0/0/0", "truncate", "image.truncated", "c/0/0/0"
+    ),
+    RemoteCase(
+        "remote_truncated_mask",
+        "segmentations/1_0mpp/cell_masks/instances/{tid}.npz",
+        "truncate",
+        "mask.unreadable",
+        "instances",
+    ),
+    RemoteCase("remote_truncated_table", "metadata/cells.parquet", "truncate", "table.unreadable", "cells.parquet"),
+    RemoteCase("remote_lying_sizes_table", "metadata/cells.parquet", "lie", "table.unreadable", "cells.parquet"),
+    RemoteCase(
+        "remote_lying_sizes_image", "imc/1_0mpp/images/{tid}.ome.zarr/0/c/0/0/0", "lie", "image.truncated", "c/0/0/0"
+    ),
+]
+
+
+def _exercise_remote(url: str, options: dict | None) -> None:
+    cohort = open_cohort(url, storage_options=options)
+    cohort.summary()
+    for tid in cohort.tissue_ids("imc"):
+        cohort.instance_mask(tid)
+        cohort.tissue_mask(tid)
+        for level in cohort.image_levels(tid, "imc"):
+            level.compute()
+    cohort.cells()
+    sdata = spora_sd.to_spatialdata(cohort)
+    for element in [*sdata.images.values(), *sdata.labels.values()]:
+        _compute(element)
+
+
+@pytest.mark.parametrize("case", REMOTE_CASES, ids=[c.id for c in REMOTE_CASES])
+def test_remote_bad_input_is_refused(case: RemoteCase, base_cohort: Path, s3_server, tmp_path: Path) -> None:
+    """Deleted and truncated objects (S3) and a server that lies about sizes (HTTP): a SporaError naming
+    the URL, never wrong data and never a third-party error; validate reports the file and the rule."""
+    from servers import FaultProxy, HttpServer
+
+    tid = open_cohort(base_cohort).tissue_ids("imc")[0]
+    key = case.key.format(tid=tid)
+    if case.action == "lie":
+        shutil.copytree(base_cohort, tmp_path / DATASET)
+        with HttpServer(tmp_path) as server, FaultProxy(server.url) as proxy:
+            proxy.size_bonus = 1024
+            url = f"{proxy.url}/{DATASET}"
+            _check_remote_case(case, url, None)
+        return
+    prefix = f"badinput/{case.id}/{DATASET}"
+    url = s3_server.upload_folder(base_cohort, prefix)
+    if case.action == "delete":
+        s3_server.delete(f"{prefix}/{key}")
+    else:
+        data = (base_cohort / key).read_bytes()
+        s3_server.put(f"{prefix}/{key}", data[: len(data) // 2])
+    _check_remote_case(case, url, s3_server.storage_options)
+
+
+def _check_remote_case(case: RemoteCase, url: str, options: dict | None) -> None:
+    with pytest.raises(SporaError) as info:
+        _exercise_remote(url, options)
+    assert url in str(info.value), str(info.value)
+    report = spora_sd.validate(url, storage_options=options)
+    assert not report.ok, f"{case.id} was not detected"
+    matching = [p for p in report.errors if p.rule == case.rule]
+    assert matching, f"{case.id}: expected rule {case.rule}, got {[(p.rule, p.file) for p in report.problems]}"
+    assert any(case.file in p.file for p in matching), [p.file for p in matching]

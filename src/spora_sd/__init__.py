@@ -27,12 +27,18 @@ _LAZY_IMPORTS: dict[str, str] = {
     "make_synthetic_cohort": "spora_sd.datasets.synthetic",
     "to_spatialdata": "spora_sd.convert.to_spatialdata",
     "from_spatialdata": "spora_sd.convert.from_spatialdata",
+    "from_ai4bmr": "spora_sd.importers.ai4bmr",
+    "from_steinbock": "spora_sd.importers.steinbock",
+    "from_mcmicro": "spora_sd.importers.mcmicro",
     "write_spatialdata": "spora_sd.convert.store",
+    "write_qc_report": "spora_sd.qc.page",
     "compute_cell_intensities": "spora_sd.stats.intensities",
     "compute_standardization": "spora_sd.stats.standardization",
     "compute_tiling": "spora_sd.stats.tiling",
+    "fetch": "spora_sd.io.fetch",
     "resolve_cohort": "spora_sd.datasets.registry",
     "cohorts": "spora_sd.datasets.registry",
+    "view": "spora_sd.viewer.launch",
 }
 
 __all__ = [
@@ -43,12 +49,18 @@ __all__ = [
     "compute_cell_intensities",
     "compute_standardization",
     "compute_tiling",
+    "fetch",
+    "from_ai4bmr",
+    "from_mcmicro",
     "from_spatialdata",
+    "from_steinbock",
     "make_synthetic_cohort",
     "open_cohort",
     "resolve_cohort",
     "to_spatialdata",
     "validate",
+    "view",
+    "write_qc_report",
     "write_spatialdata",
     *_errors.__all__,
 ]
@@ -59,12 +71,18 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs
     from spora_sd.convert.to_spatialdata import to_spatialdata
     from spora_sd.datasets.registry import cohorts, resolve_cohort
     from spora_sd.datasets.synthetic import make_synthetic_cohort
+    from spora_sd.importers.ai4bmr import from_ai4bmr
+    from spora_sd.importers.mcmicro import from_mcmicro
+    from spora_sd.importers.steinbock import from_steinbock
     from spora_sd.io.cohort import Cohort, open_cohort
+    from spora_sd.io.fetch import fetch
+    from spora_sd.qc.page import write_qc_report
     from spora_sd.report import Problem, ValidationReport
     from spora_sd.stats.intensities import compute_cell_intensities
     from spora_sd.stats.standardization import compute_standardization
     from spora_sd.stats.tiling import compute_tiling
     from spora_sd.validation.validator import validate
+    from spora_sd.viewer.launch import view
 
 
 def __getattr__(name: str) -> Any:

@@ -22,11 +22,13 @@ __all__ = [
     "ExportInputError",
     "InvalidArgumentError",
     "LayoutNameError",
+    "RemoteAccessError",
     "MetadataError",
     "SporaError",
     "TargetExistsError",
     "TargetLockedError",
     "TermNotFoundError",
+    "ViewerBundleMissingError",
 ]
 
 
@@ -87,6 +89,24 @@ class CohortFormatError(SporaError, ValueError):
 
 class CohortNotFoundError(SporaError, FileNotFoundError):
     """A cohort (or a file of it) is not where it was looked for."""
+
+
+class RemoteAccessError(SporaError, OSError):
+    """A remote cohort (``s3://``, ``https://``, an rclone remote) could not be read.
+
+    One line naming the URL (never a secret) and what to do. ``kind`` says why: ``"credentials"``
+    (refused: wrong or missing keys), ``"unreachable"`` (no server answers), ``"timeout"``,
+    ``"throttled"`` (429/503 SlowDown, after retries) or ``"server"`` (other 5xx, after retries). A
+    missing object is a :class:`CohortNotFoundError` naming it instead.
+
+    >>> issubclass(RemoteAccessError, OSError)
+    True
+    """
+
+    def __init__(self, url: str, kind: str, message: str) -> None:
+        self.url = url
+        self.kind = kind
+        super().__init__(f"{url}: [{kind}] {message}")
 
 
 class AttrsFormatError(SporaError, ValueError):
@@ -168,6 +188,10 @@ class MetadataError(SporaError, ValueError):
 
 class ArtifactNotFoundError(SporaError, LookupError):
     """No registered cohort has that uid, key or dataset key."""
+
+
+class ViewerBundleMissingError(SporaError, FileNotFoundError):
+    """The local Vitessce JavaScript bundle of ``spora-sd view`` is not built; the message says how to build it."""
 
 
 class TermNotFoundError(SporaError, ValueError):

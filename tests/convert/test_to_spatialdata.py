@@ -160,6 +160,23 @@ def test_passes_spatialdata_validation(sdata) -> None:
     assert not table.obs.duplicated([element_names.REGION_KEY, element_names.INSTANCE_KEY]).any()
 
 
+def test_each_element_structure_is_validated_by_spatialdata(sdata) -> None:
+    """Elements of one structure are checked once; a new structure still goes through spatialdata's model."""
+    from xarray import DataArray
+
+    from spora_sd.convert.to_spatialdata import _add_rasters
+
+    target = spatialdata.SpatialData()
+    name, labels = next(iter(sdata.labels.items()))
+    _add_rasters(target.labels, {name: labels, "copy": labels})  # same structure: spatialdata's name checks only
+    assert list(target.labels) == [name, "copy"]
+    with pytest.raises(KeyError):  # spatialdata's name rules still apply
+        _add_rasters(target.labels, {"COPY": labels})
+    swapped = DataArray(labels.data.T, dims=("x", "y"), attrs=labels.attrs)
+    with pytest.raises(ValueError, match="dimension"):  # a new structure: the model's validation
+        _add_rasters(target.labels, {"swapped": swapped})
+
+
 # --------------------------------------------------------------------------------------------------
 # tables
 

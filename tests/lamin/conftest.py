@@ -11,6 +11,10 @@
   ``SPORA_SD_TEST_PG_URL`` (``make test`` starts one with ``.ci/postgres.sh``); each session creates
   its own database on it and drops it at the end. Without the variable the postgres tests fail
   (never skip) with a message saying how to run them.
+- The PostgreSQL instance is a *shared* one: its SpatialData copies go to an S3 bucket served by
+  moto's standalone server on loopback (the session's ``s3_server``, tests/servers.py), with its
+  test credentials set in the environment for the session (:func:`lamin_s3`; subprocesses of the
+  tests inherit them).
 - All tests here share one xdist group, so under ``pytest -n 2 --dist loadgroup`` one worker creates
   the instances once (PostgreSQL migrations alone take 35-90 s).
 """
@@ -92,13 +96,26 @@ def _drop_database(url: str, name: str) -> None:
 
 
 class Backend:
-    """One test instance: its backend name, slug and storage folder."""
+    """One test instance: its backend name, slug and storage folder (and database URL, shared bucket)."""
 
-    def __init__(self, name: str, slug: str, storage: Path, drop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        slug: str,
+        storage: Path,
+        drop: Callable[[], None] | None = None,
+        db: str | None = None,
+        shared: str | None = None,
+        s3: Any = None,
+    ) -> None:
         self.name = name
         self.slug = slug
         self.storage = storage
         self.drop = drop  # removes the backend's database at the end of the session
+        self.db = db
+        self.shared = shared  # s3://bucket/prefix of a shared instance
+        self.s3 = s3  # its server (tests/servers.py S3Server)
+        self.endpoint_url = s3.endpoint_url if s3 is not None else None
 
     def connect(self) -> None:
         import lamindb as ln
@@ -118,7 +135,25 @@ def _lamin_instances() -> Iterator[dict[str, Backend]]:
             backend.drop()
 
 
-def _make_backend(name: str, root: Path) -> Backend:
+@pytest.fixture(scope="session")
+def lamin_s3(s3_server: Any) -> Iterator[Any]:
+    """The session's S3 server (tests/servers.py, moto on loopback), its credentials in the environment.
+
+    lamindb's S3 storage reads credentials the standard way (botocore: the environment), and so do
+    the client processes that tests start; the variables are restored at the end of the session.
+    """
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: v for k, v in s3_server.env().items() if k in names})
+    yield s3_server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _make_backend(name: str, root: Path, s3: Any = None) -> Backend:
     from spora_sd.lamin import init_instance
 
     _guard_network()
@@ -134,8 +169,17 @@ def _make_backend(name: str, root: Path) -> Backend:
             pytrace=False,
         )
     url, db_name = _create_database(server)
-    slug = init_instance(storage, db=url, name="spora-test-pg")
-    return Backend(name, slug, storage, drop=lambda: _drop_database(server, db_name))
+    shared = f"s3://{s3.bucket}/lamin"
+    slug = init_instance(storage, db=url, name="spora-test-pg", shared_storage=shared, endpoint_url=s3.endpoint_url)
+    return Backend(
+        name,
+        slug,
+        storage,
+        drop=lambda: _drop_database(server, db_name),
+        db=url,
+        shared=shared,
+        s3=s3,
+    )
 
 
 @pytest.fixture(
@@ -148,7 +192,8 @@ def backend(
     """The instance of one backend, created on first use in this session."""
     name = request.param
     if name not in _lamin_instances:
-        _lamin_instances[name] = _make_backend(name, tmp_path_factory.mktemp("lamin"))
+        s3 = request.getfixturevalue("lamin_s3") if name == "postgres" else None
+        _lamin_instances[name] = _make_backend(name, tmp_path_factory.mktemp("lamin"), s3)
     return _lamin_instances[name]
 
 
@@ -171,6 +216,19 @@ def synthetic_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
         "lung": spora_sd.make_synthetic_cohort(root, name="lung2024synthetic", n_tissues=2, seed=1, **small),
         "tnbc": spora_sd.make_synthetic_cohort(root, name="tnbc2024synthetic", n_tissues=3, seed=2, **small),
     }
+
+
+@pytest.fixture
+def cohort_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Make a small synthetic cohort (IMC only) in a fresh folder: ``cohort_factory(name, n_tissues=2)``."""
+    import spora_sd
+
+    def make(name: str, n_tissues: int = 2, seed: int = 3) -> Path:
+        root = tmp_path_factory.mktemp("cohort")
+        small = {"image_size": 64, "n_cells": 12, "modalities": ("imc",), "standardization": False, "tiling": False}
+        return spora_sd.make_synthetic_cohort(root, name=name, n_tissues=n_tissues, seed=seed, **small)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -81,5 +81,6 @@ def test_register_cohort_folder_via_cli(lamin, synthetic_paths) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "spora/lung2024synthetic.zarr" in result.output
+    assert "spora/lung2024synthetic " in result.output  # in place: the folder's key
     assert "non-small cell lung carcinoma" in result.output
+    assert str(synthetic_paths["lung"].resolve()) in result.output

@@ -94,3 +94,31 @@ def test_ambiguous_synonym_lists_candidates(lamin) -> None:
         resolve_term("disease", synonym)
     assert len(info.value.candidates) > 1
     assert "give the name or id" in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_ontologies_load_on_demand_in_a_plain_instance(lamin, tmp_path_factory, cohort_factory, caplog) -> None:
+    """An instance made with plain ``lamin init --modules bionty`` (bionty's online sources): register and
+    search load the shipped ontologies instead of failing."""
+    import contextlib
+    import logging
+
+    import lamindb_setup
+
+    from spora_sd.lamin import register, search
+
+    storage = tmp_path_factory.mktemp("plain") / "spora-plain"
+    storage.mkdir()
+    try:
+        with contextlib.chdir(storage):
+            lamindb_setup.init(storage=str(storage), modules="bionty", name="spora-plain")
+        import bionty as bt  # after init: lamindb re-creates the Django classes of the new instance
+
+        assert not bt.Source.filter(currently_used=True, dataframe_artifact_id__isnull=False).exists()
+        with caplog.at_level(logging.INFO, logger="spora_sd.lamin.ontologies"):
+            assert search(tissue="lung").empty
+        assert "loading the shipped ontologies" in caplog.text
+        artifact = register(cohort_factory("plain2024synthetic"), tissue="lung", disease="NSCLC", organism="human")
+        assert [t.ontology_id for t in artifact.tissues.all()] == ["UBERON:0002048"]
+    finally:
+        lamin.connect()

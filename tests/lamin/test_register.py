@@ -1,4 +1,8 @@
-"""Registration, search and load against real lamindb instances (SQLite and PostgreSQL)."""
+"""Registration, search and load against real lamindb instances (SQLite and PostgreSQL + S3).
+
+``lung`` is registered in place (the default for a cohort folder), ``tnbc`` as a SpatialData copy
+(the only mode for a SpatialData object): every search/load test covers both modes.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ _REGISTERED: dict[str, dict[str, Any]] = {}
 
 @pytest.fixture
 def cohorts(lamin, synthetic_paths) -> dict[str, Any]:
-    """Registered once per backend: lung/NSCLC from its folder with arguments; breast/TNBC as SpatialData
-    whose attrs carry the labels (a synonym, an id and a common name)."""
+    """Registered once per backend: lung/NSCLC in place from its folder with arguments; breast/TNBC as a
+    SpatialData copy whose attrs carry the labels (a synonym, an id and a common name)."""
     import spora_sd
 
     if lamin.name not in _REGISTERED:
@@ -41,11 +45,18 @@ def _keys(df) -> set[str]:
     return set(df["key"])
 
 
+def _ours(df) -> set[str]:
+    """The keys of this module's two cohorts among the hits (other test modules share the instance)."""
+    return set(df["key"]) & {f"spora/{LUNG}", f"spora/{TNBC}.zarr"}
+
+
 def test_register_links_ontology_records(cohorts) -> None:
     _, lung = cohorts["lung"]
     _, tnbc = cohorts["tnbc"]
-    assert lung.key == f"spora/{LUNG}.zarr"
-    assert lung.otype == "SpatialData"
+    assert lung.key == f"spora/{LUNG}"
+    assert lung.otype is None  # the cohort folder, not a SpatialData store
+    assert tnbc.key == f"spora/{TNBC}.zarr"
+    assert tnbc.otype == "SpatialData"
     assert [t.ontology_id for t in lung.tissues.all()] == ["UBERON:0002048"]
     assert [d.ontology_id for d in lung.diseases.all()] == ["MONDO:0005233"]
     assert [d.ontology_id for d in tnbc.diseases.all()] == ["MONDO:0005494"]
@@ -59,7 +70,14 @@ def test_register_links_ontology_records(cohorts) -> None:
     assert values["dataset"] == TNBC
     assert values["n_tissues"] == 3
     assert values["n_cells"] == load(tnbc).tables["cells"].n_obs > 0
+    assert values["stored_as"] == "spatialdata"
+    assert values["format_version"] == "1.0"
     assert tnbc.schema.name == "spora SpatialData"
+    lung_values = lung.features.get_values()
+    assert (lung_values["stored_as"], lung_values["format_version"]) == ("cohort", "1.0")
+    assert lung_values["n_tissues"] == 2
+    assert lung_values["n_cells"] == load(lung).tables["cells"].n_obs > 0
+    assert lung.schema.name == "spora SpatialData"
 
 
 def test_unmapped_cell_types_are_kept_as_ulabels(cohorts) -> None:
@@ -74,24 +92,24 @@ def test_unmapped_cell_types_are_kept_as_ulabels(cohorts) -> None:
 def test_search_by_tissue_disease_and_parent_term(cohorts) -> None:
     _, lung = cohorts["lung"]
     _, tnbc = cohorts["tnbc"]
-    assert _keys(search(tissue="lung")) == {lung.key}
-    assert _keys(search(tissue="pulmo")) == {lung.key}  # synonym
-    assert _keys(search(tissue="UBERON:0000310")) == {tnbc.key}  # id
-    assert _keys(search(disease="non-small cell lung carcinoma")) == {lung.key}
-    assert _keys(search(disease="TNBC" if False else "MONDO:0005494")) == {tnbc.key}
+    assert _ours(search(tissue="lung")) == {lung.key}
+    assert _ours(search(tissue="pulmo")) == {lung.key}  # synonym
+    assert _ours(search(tissue="UBERON:0000310")) == {tnbc.key}  # id
+    assert _ours(search(disease="non-small cell lung carcinoma")) == {lung.key}
+    assert _ours(search(disease="TNBC" if False else "MONDO:0005494")) == {tnbc.key}
     # ontology descendants: TNBC is a breast carcinoma, NSCLC is a lung carcinoma
-    assert _keys(search(disease="breast carcinoma")) == {tnbc.key}
-    assert _keys(search(disease="lung carcinoma")) == {lung.key}
-    assert _keys(search(disease="carcinoma")) == {lung.key, tnbc.key}
-    assert _keys(search(disease="breast carcinoma", descendants=False)) == set()
-    assert _keys(search(tissue="breast", disease="non-small cell lung carcinoma")) == set()
-    assert _keys(search(assay="IMC")) == {lung.key, tnbc.key}
-    assert _keys(search(assay="MIBI")) == set()
-    assert _keys(search(organism="human")) == {lung.key, tnbc.key}
-    assert _keys(search(cell_type="macrophage")) == {lung.key, tnbc.key}
-    assert _keys(search(cell_type="leukocyte")) == {lung.key, tnbc.key}  # T cells are leukocytes
-    assert _keys(search(cell_type="neuron")) == set()
-    assert _keys(search(cell_type="tumor")) == {lung.key, tnbc.key}  # the ULabel
+    assert _ours(search(disease="breast carcinoma")) == {tnbc.key}
+    assert _ours(search(disease="lung carcinoma")) == {lung.key}
+    assert _ours(search(disease="carcinoma")) == {lung.key, tnbc.key}
+    assert _ours(search(disease="breast carcinoma", descendants=False)) == set()
+    assert _ours(search(tissue="breast", disease="non-small cell lung carcinoma")) == set()
+    assert _ours(search(assay="IMC")) == {lung.key, tnbc.key}
+    assert _ours(search(assay="MIBI")) == set()
+    assert _ours(search(organism="human")) == {lung.key, tnbc.key}
+    assert _ours(search(cell_type="macrophage")) == {lung.key, tnbc.key}
+    assert _ours(search(cell_type="leukocyte")) == {lung.key, tnbc.key}  # T cells are leukocytes
+    assert _ours(search(cell_type="neuron")) == set()
+    assert _ours(search(cell_type="tumor")) == {lung.key, tnbc.key}  # the ULabel
 
 
 def test_search_table(cohorts) -> None:
@@ -107,6 +125,7 @@ def test_search_table(cohorts) -> None:
         "assay",
         "n_tissues",
         "n_cells",
+        "stored_as",
     ]
     row = table.iloc[0].to_dict()
     assert row["uid"] == tnbc.uid
@@ -116,6 +135,9 @@ def test_search_table(cohorts) -> None:
     assert row["assay"] == "imaging mass cytometry"
     assert row["n_tissues"] == 3
     assert row["n_cells"] > 0
+    assert row["stored_as"] == "spatialdata"
+    lung_row = search(tissue="lung").iloc[0].to_dict()
+    assert (lung_row["stored_as"], lung_row["n_tissues"], lung_row["organism"]) == ("cohort", 2, "Homo sapiens")
 
 
 def test_search_with_unknown_term_suggests(cohorts) -> None:
@@ -128,10 +150,11 @@ def test_plain_lamindb_filters_on_linked_records(cohorts) -> None:
 
     _, lung = cohorts["lung"]
     _, tnbc = cohorts["tnbc"]
-    assert list(ln.Artifact.filter(tissues__name="lung")) == [lung]
-    assert list(ln.Artifact.filter(diseases__ontology_id="MONDO:0005494")) == [tnbc]
-    assert list(ln.Artifact.filter(tissue="breast")) == [tnbc]  # by feature
-    assert set(ln.Artifact.filter(n_tissues__gt=2)) == {tnbc}
+    ours = ln.Artifact.filter(key__in=[lung.key, tnbc.key])  # other test modules share the instance
+    assert list(ours.filter(tissues__name="lung")) == [lung]
+    assert list(ours.filter(diseases__ontology_id="MONDO:0005494")) == [tnbc]
+    assert list(ours.filter(tissue="breast")) == [tnbc]  # by feature
+    assert set(ours.filter(n_tissues__gt=2)) == {tnbc}
 
 
 def test_load_returns_the_registered_sdata(cohorts, synthetic_paths) -> None:
@@ -140,7 +163,7 @@ def test_load_returns_the_registered_sdata(cohorts, synthetic_paths) -> None:
     sdata, artifact = cohorts["tnbc"]
     for ref in (artifact.key, artifact.uid, TNBC, artifact):
         assert_sdata_equal(sdata, load(ref))
-    # registered from a folder: the elements of to_spatialdata, plus the labels filled into attrs
+    # registered in place: to_spatialdata of the folder, plus the registered labels in attrs
     _, lung = cohorts["lung"]
     expected = spora_sd.to_spatialdata(synthetic_paths["lung"])
     loaded = load(lung)
@@ -151,11 +174,11 @@ def test_load_returns_the_registered_sdata(cohorts, synthetic_paths) -> None:
 
 
 def test_the_store_is_written_by_spora_sd(cohorts) -> None:
-    """lamindb writes the store with spora_sd.write_spatialdata: the cohort's images stay sharded."""
+    """lamindb writes the copy with spora_sd.write_spatialdata: the cohort's images stay sharded."""
     import zarr
 
-    _, lung = cohorts["lung"]
-    store = lung.cache()  # the stored folder (local storage: the file itself)
+    _, tnbc = cohorts["tnbc"]
+    store = tnbc.cache()  # the stored folder (local storage: the folder itself; S3: a downloaded copy)
     images = zarr.open_group(store / "images", mode="r")
     name = next(iter(images.group_keys()))
     level = zarr.open_array(store / "images" / name / "s0", mode="r")
@@ -197,6 +220,10 @@ def test_lineage_transform_and_run(cohorts) -> None:
     assert run.transform.kind == "function"
     assert run.status == "completed"
     assert run.params["dataset"] == LUNG
+    assert run.params["mode"] == "cohort"
+    _, tnbc = cohorts["tnbc"]
+    assert tnbc.run.transform == run.transform
+    assert tnbc.run.params["mode"] == "spatialdata"
 
 
 def test_bad_term_saves_nothing(lamin, sdata_factory) -> None:

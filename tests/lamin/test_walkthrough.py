@@ -29,8 +29,12 @@ def test_demo_registers_searches_and_loads(demo_dir, synthetic_paths, caplog) ->
     assert ln.setup.settings.instance.slug.endswith("/spora-demo")
     assert ln.Artifact.filter(key__startswith="spora/").count() == n_artifacts == 1
     assert "using the demo's labels" in caplog.text
-    assert "search({'tissue': 'breast'}) -> spora/tnbc2024synthetic.zarr" in caplog.text
-    assert "loaded spora/tnbc2024synthetic.zarr back" in caplog.text
+    # in place: the cohort folder is the artifact
+    assert (
+        ln.Artifact.get(key="spora/tnbc2024synthetic").path.as_posix() == synthetic_paths["tnbc"].resolve().as_posix()
+    )
+    assert "search({'tissue': 'breast'}) -> spora/tnbc2024synthetic" in caplog.text
+    assert "loaded spora/tnbc2024synthetic back" in caplog.text
     assert (demo_dir / ".lamindb").is_dir()
     assert not (demo_dir / ".lamin").exists()  # no dev-dir marker left behind
 

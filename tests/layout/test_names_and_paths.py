@@ -336,6 +336,9 @@ PREFIXES = ("uq_", "_lq_")
 ALLOWED = {
     ("convert/plan_from_attrs.py", "metadata"),  # the key of a column in pyarrow's pandas metadata
 }
+#: Modules that spell another tool's folder layout, whose words happen to match the spec's
+#: (ai4bmr-datasets' ``02_processed/metadata/*.parquet``).
+FOREIGN_LAYOUTS = ("importers/ai4bmr.py", "importers/ai4bmr_layout.py", "importers/synthetic_ai4bmr.py")
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -352,7 +355,7 @@ def _spellings_outside_layout(root: Path) -> list[str]:
     found = []
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel.startswith("layout/"):
+        if rel.startswith("layout/") or rel in FOREIGN_LAYOUTS:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         docstrings = _docstrings(tree)

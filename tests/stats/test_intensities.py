@@ -116,3 +116,29 @@ def test_tissue_subset_and_errors(small_cohort: Path) -> None:
     assert set(one["tissue_id"]) == {tid}
     with pytest.raises(CohortNotFoundError, match="no multiplex modality 'codex'"):
         compute_cell_intensities(cohort, modality="codex")
+
+
+def test_image_means_checks_the_stored_image_against_the_tables(tmp_path: Path) -> None:
+    """Level 0 is read without dask, but the OME metadata is still checked (channels, mpp, shape)."""
+    from spora_sd.io.images import write_image
+
+    names = ["CD3E", "MS4A1", "DNA1"]
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 1000, (3, 300, 260)).astype("uint16")
+    mask = rng.integers(0, 40, (300, 260)).astype("uint32")
+    path = write_image(tmp_path / "d2020x_a1b2c3d4_0000.ome.zarr", pixels, mpp=1.0, channel_names=names, n_levels=2)
+    labels, means = intensities.image_means(path, mask, "m.npz", 3, channel_names=names, mpp=1.0)
+    expected = label_means(pixels, mask)
+    np.testing.assert_array_equal(labels, expected[0])
+    np.testing.assert_allclose(means, expected[1])
+    swapped = [names[1], names[0], names[2]]
+    with pytest.raises(CohortFormatError, match="omero channel labels"):
+        intensities.image_means(path, mask, "m.npz", 3, channel_names=swapped, mpp=1.0)
+    with pytest.warns(UserWarning, match="on_mismatch='warn'"):
+        intensities.image_means(path, mask, "m.npz", 3, channel_names=swapped, mpp=1.0, on_mismatch="warn")
+    with pytest.raises(CohortFormatError):  # the folder's resolution differs from the stored scale
+        intensities.image_means(path, mask, "m.npz", 3, channel_names=names, mpp=0.5)
+    with pytest.raises(CohortFormatError, match="channels_per_tissue lists 2"):
+        intensities.image_means(path, mask, "m.npz", 2, channel_names=names[:2], mpp=1.0)
+    with pytest.raises(CohortFormatError, match="mask shape"):
+        intensities.image_means(path, mask[:10], "m.npz", 3, channel_names=names, mpp=1.0)

@@ -44,7 +44,11 @@ def test_every_rule_id_the_code_uses_is_documented() -> None:
     import importlib
 
     documented = {*RULES, *TABLE_RULES}
-    for extra in ("spora_sd.validation.manifest",):  # rule tables of optional checks, where present
+    for extra in (
+        "spora_sd.validation.manifest",
+        "spora_sd.importers",
+        "spora_sd.io.fetch",
+    ):  # rule tables of optional checks, where present
         try:
             documented |= set(getattr(importlib.import_module(extra), "RULES", {}))
         except ImportError:

@@ -12,7 +12,10 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from spora_sd.cli import cohort, demo, lamin
+from spora_sd.cli import cohort, demo, importers, lamin
+from spora_sd.cli import fetch as fetch_cli
+from spora_sd.cli import report as report_cli
+from spora_sd.cli import view as view_cli
 from spora_sd.cli.errors import err_console
 
 __all__ = ["app", "main"]
@@ -57,12 +60,16 @@ app.command()(demo.demo)
 app.command()(cohort.export)
 app.command()(cohort.standardize)
 app.command()(cohort.tile)
+app.command("fetch")(fetch_cli.fetch)
 # LaminDB: `spora-sd lamin init|register|search|load|export`, and the everyday commands at the top
 # level too. (`export` at the top level stays the SpatialData-store command.)
 app.add_typer(lamin.lamin_app, name="lamin")
+app.add_typer(importers.import_app, name="import")
 app.command("register")(lamin.register_cmd)
 app.command("search")(lamin.search_cmd)
 app.command("load")(lamin.load_cmd)
+app.command("view")(view_cli.view)
+app.command("report")(report_cli.report)
 
 
 def main() -> None:

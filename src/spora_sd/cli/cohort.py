@@ -6,6 +6,8 @@ Each is a thin wrapper around one Python function (named in its help); :mod:`spo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,16 +22,58 @@ from spora_sd.errors import CohortNotFoundError
 
 __all__ = ["convert", "export", "info", "make_synthetic", "print_report", "standardize", "tile", "validate"]
 
+_COHORT_HELP = (
+    "Cohort folder, dataset key or alias, or a remote location: s3://bucket/prefix/<dataset>, "
+    "https://.../<dataset>, or an rclone remote:bucket/prefix/<dataset>."
+)
+#: ``--storage-option KEY=VALUE`` (repeatable), for every command that takes a cohort.
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        help="KEY=VALUE for the remote filesystem (s3fs, HTTP), repeatable; dotted keys nest, e.g. "
+        "client_kwargs.endpoint_url=http://127.0.0.1:9000 or anon=true. Prefer the AWS variables or an rclone "
+        "remote for secrets: a command line is visible to other users of the machine.",
+    ),
+]
+#: The options of every command that writes a cohort (export and ``spora-sd import ...``).
+_Overwrite = Annotated[bool, typer.Option(help="Replace an existing cohort folder (atomically).")]
+_Standardization = Annotated[bool, typer.Option(help="Compute standardization statistics (spec §6).")]
+_Tiling = Annotated[bool, typer.Option(help="Compute the default 256 px tiling (spec §8).")]
+
+
+def _write_cohort(function: Callable[..., Path], options: dict[str, Any]) -> None:
+    """Call ``function(source, out, **options, progress=True)`` and print the cohort folder it wrote.
+
+    A command passes its own options (``dict(locals())`` as its first statement): the first two are the
+    source and the cohort folder, the others are named as the writer's keyword arguments, so one call
+    serves ``export`` and every ``spora-sd import`` command. Enum choices go in as their string values.
+
+    >>> _write_cohort(lambda src, out, progress, n: out / f"{src}{n}", {"src": "s", "out": Path("o"), "n": 1})
+    wrote o/s1
+    """
+    kwargs = {k: v.value if isinstance(v, Enum) else v for k, v in options.items()}
+    source, out = (kwargs.pop(k) for k in list(kwargs)[:2])
+    path = function(source, out, progress=True, **kwargs)
+    console.print(f"wrote {path}")
+
+
+def _options(pairs: list[str] | None) -> dict[str, Any] | None:
+    from spora_sd.io.location import parse_storage_options
+
+    return parse_storage_options(pairs) if pairs else None
+
 
 @handle_errors
 def validate(
-    path: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    path: Annotated[str, typer.Argument(help=_COHORT_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     deep: Annotated[
         bool,
         typer.Option(help="Also decode every image chunk and check every file against metadata/manifest.json (slow)."),
     ] = False,
     allow_partial: Annotated[bool, typer.Option(help="Missing files of a partial copy are warnings.")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Check a cohort against every rule of the spora layout. Exit 0 when valid, 1 otherwise.
 
@@ -37,7 +81,7 @@ def validate(
     """
     from spora_sd.validation.validator import validate as run_validate
 
-    report = run_validate(path, deep=deep, allow_partial=allow_partial)
+    report = run_validate(path, deep=deep, allow_partial=allow_partial, storage_options=_options(storage_option))
     if as_json:
         typer.echo(report.to_json())
     else:
@@ -80,8 +124,9 @@ def _one_line(text: object) -> str:
 
 @handle_errors
 def info(
-    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    cohort: Annotated[str, typer.Argument(help=_COHORT_HELP)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Summarise a cohort: tissues, modalities, channels, resolutions, cells, missing files.
 
@@ -89,7 +134,7 @@ def info(
     """
     from spora_sd.io.cohort import open_cohort
 
-    summary = open_cohort(cohort).summary()
+    summary = open_cohort(cohort, storage_options=_options(storage_option)).summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -112,7 +157,7 @@ def info(
 
 @handle_errors
 def convert(
-    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    cohort: Annotated[str, typer.Argument(help=_COHORT_HELP)],
     out: Annotated[Path, typer.Argument(help="SpatialData Zarr store to write (.zarr).")],
     tissues: Annotated[str | None, typer.Option(help="Comma-separated tissue ids (default: all).")] = None,
     modalities: Annotated[str | None, typer.Option(help="Comma-separated modalities (default: all on disk).")] = None,
@@ -120,6 +165,7 @@ def convert(
         float | None, typer.Option(help="Microns per pixel of the images; default the finest stored.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store (atomically).")] = False,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Convert a cohort to a SpatialData Zarr store (one coordinate system per tissue, in µm).
 
@@ -135,6 +181,7 @@ def convert(
         resolution=resolution,
         overwrite=overwrite,
         progress=True,
+        storage_options=_options(storage_option),
     )
     console.print(f"wrote {path}")
 
@@ -189,37 +236,25 @@ def export(
     patient_key: Annotated[
         str | None, typer.Option(help="Cell-table column holding the raw patient id (constant per tissue).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing cohort folder (atomically).")] = False,
-    standardization: Annotated[bool, typer.Option(help="Compute standardization statistics (spec §6).")] = True,
-    tiling: Annotated[bool, typer.Option(help="Compute the default 256 px tiling (spec §8).")] = True,
+    overwrite: _Overwrite = False,
+    standardization: _Standardization = True,
+    tiling: _Tiling = True,
 ) -> None:
     """Write a SpatialData Zarr store as a spora cohort (atomically; valid or nothing).
 
     → Python: ``spora_sd.from_spatialdata(spatialdata.read_zarr(path), out, ...)``
     """
+    options = dict(locals())  # first statement: exactly the command's options
     import spatialdata
 
     from spora_sd.convert.from_spatialdata import from_spatialdata
 
-    sdata = spatialdata.read_zarr(sdata_path)
-    path = from_spatialdata(
-        sdata,
-        out,
-        dataset=dataset,
-        mpp=mpp,
-        modality=modality,
-        patient_key=patient_key,
-        overwrite=overwrite,
-        standardization=standardization,
-        tiling=tiling,
-        progress=True,
-    )
-    console.print(f"wrote {path}")
+    _write_cohort(lambda store, out, **kw: from_spatialdata(spatialdata.read_zarr(store), out, **kw), options)
 
 
 @handle_errors
 def standardize(
-    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    cohort: Annotated[str, typer.Argument(help=_COHORT_HELP)],
     modality: Annotated[
         str | None, typer.Option(help="Multiplex modality; default every multiplex modality of the cohort.")
     ] = None,
@@ -230,6 +265,10 @@ def standardize(
     lower_quantile: Annotated[float | None, typer.Option(help="Lower quantile level (default: lower = 0).")] = None,
     resolution: Annotated[float | None, typer.Option(help="Microns per pixel; default the finest stored.")] = None,
     tissue_mask: Annotated[bool, typer.Option(help="Use only tissue-mask pixels.")] = True,
+    output: Annotated[
+        Path | None, typer.Option(help="Local cohort folder to write into (required for a remote cohort).")
+    ] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Compute the standardization statistics of a cohort (spec §6), one pass over the images.
 
@@ -238,7 +277,7 @@ def standardize(
     from spora_sd.io.cohort import open_cohort
     from spora_sd.stats.standardization import compute_standardizations
 
-    opened = open_cohort(cohort)
+    opened = open_cohort(cohort, storage_options=_options(storage_option))
     modalities = [modality] if modality else opened.multiplex_modalities
     if not modalities:
         raise CohortNotFoundError(
@@ -254,13 +293,14 @@ def standardize(
             resolution=resolution,
             use_tissue_mask=tissue_mask,
             progress=True,
+            output=output,
         ):
             console.print(f"wrote {folder}")
 
 
 @handle_errors
 def tile(
-    cohort: Annotated[str, typer.Argument(help="Cohort folder, dataset key or alias.")],
+    cohort: Annotated[str, typer.Argument(help=_COHORT_HELP)],
     tile_size: Annotated[int, typer.Option(help="Tile side in pixels.")] = 256,
     strategy: Annotated[
         str, typer.Option(help="'default' (inside the image) or 'grid' (may reach past it).")
@@ -270,6 +310,10 @@ def tile(
     resolution: Annotated[
         float | None, typer.Option(help="Microns per pixel; default the finest mask resolution.")
     ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Local cohort folder to write into (required for a remote cohort).")
+    ] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Compute the tiles of every tissue mask (spec §8).
 
@@ -285,5 +329,7 @@ def tile(
         min_tissue=min_tissue,
         resolution=resolution,
         progress=True,
+        output=output,
+        storage_options=_options(storage_option),
     )
     console.print(f"wrote {path}")

@@ -31,21 +31,40 @@ _TERM_HELP = "a name, a synonym or an ontology id"
 @lamin_app.command("init")
 @handle_errors
 def init_cmd(
-    storage: Annotated[Path, typer.Argument(help="Storage folder of the instance (created if missing).")],
+    storage: Annotated[
+        Path, typer.Argument(help="Local folder of the instance (created if missing); names the instance.")
+    ],
     db: Annotated[
         str | None, typer.Option(help="PostgreSQL URL, e.g. postgresql://user@127.0.0.1:5432/spora; default SQLite.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Instance name; default the storage folder's name.")] = None,
+    shared_storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="s3://bucket/prefix of a shared instance (with --db): SpatialData copies go there. Every client "
+            "runs the same command with its own local folder.",
+        ),
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="Endpoint of an S3-compatible server (MinIO, Ceph, ...) for --storage.")
+    ] = None,
 ) -> None:
     """Create a LaminDB instance with bionty and the offline ontologies (or connect to an existing one).
 
-    → Python: ``spora_sd.lamin.init_instance(storage, db=db)``
+    → Python: ``spora_sd.lamin.init_instance(storage, db=db, shared_storage=..., endpoint_url=...)``
     """
     from spora_sd.lamin import init_instance, setup_ontologies
+    from spora_sd.lamin.instance import shared_storage as shared_location
 
-    slug = init_instance(storage, db=db, name=name, ontologies=False)
+    slug = init_instance(
+        storage, db=db, name=name, ontologies=False, shared_storage=shared_storage, endpoint_url=endpoint_url
+    )
     sources = setup_ontologies()
     console.print(f"instance [bold]{slug}[/] ready (storage {Path(storage).expanduser().resolve()})")
+    shared = shared_location()
+    if shared is not None:
+        console.print(f"  shared storage {shared.root}")
     for field, source in sources.items():
         console.print(f"  {field:<10} {source.name} {source.version}")
 
@@ -53,22 +72,29 @@ def init_cmd(
 @handle_errors
 def register_cmd(
     cohort: Annotated[str, typer.Argument(help="Cohort folder, or a cohort name of the registry (jackson2020).")],
-    key: Annotated[str | None, typer.Option(help="Artifact key; default spora/<dataset>.zarr.")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="cohort: the folder in place, no copy (default); spatialdata: a SpatialData copy."),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Artifact key; default spora/<dataset> (spora/<dataset>.zarr for a copy).")
+    ] = None,
     tissue: Annotated[str | None, typer.Option(help=f"Tissue: {_TERM_HELP} (UBERON).")] = None,
     disease: Annotated[str | None, typer.Option(help=f"Disease: {_TERM_HELP} (MONDO).")] = None,
     organism: Annotated[str | None, typer.Option(help=f"Organism: {_TERM_HELP} (NCBITaxon).")] = None,
     assay: Annotated[str | None, typer.Option(help=f"Assay: {_TERM_HELP} (EFO/OBI).")] = None,
 ) -> None:
-    """Register a cohort as a curated SpatialData artifact (same content: nothing new; changed: new version).
+    """Register a cohort as a curated artifact, in place (same content: nothing new; changed: new version).
 
     → Python: ``spora_sd.lamin.register(cohort, tissue=..., disease=...)``
     """
     from spora_sd.lamin import register
 
-    artifact = register(cohort, key=key, tissue=tissue, disease=disease, organism=organism, assay=assay)
+    artifact = register(cohort, mode=mode, key=key, tissue=tissue, disease=disease, organism=organism, assay=assay)
     tissues = ", ".join(t.name for t in artifact.tissues.all())
     diseases = ", ".join(d.name for d in artifact.diseases.all())
     console.print(f"{artifact.key}  uid {artifact.uid}  ({tissues}; {diseases})")
+    console.print(f"  {artifact.path}")
 
 
 @handle_errors

@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from anndata import AnnData
 
 from spora_sd.convert import element_names
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.io.cohort import Cohort
 from spora_sd.io.masks import read_mask
+from spora_sd.io.tables import read_arrow_table
 from spora_sd.stats.intensities import LabelIndex, finest_mask_resolution, image_means, label_centroids
 from spora_sd.stats.parallel import imap_tissues
 
@@ -207,10 +207,7 @@ def _panel_var(cohort: Cohort, modalities: Sequence[str]) -> tuple[pd.DataFrame,
 def _read_cells(cohort: Cohort, columns: list[str], tissue_ids: list[str] | None) -> pa.Table:
     path = cohort.paths.cells
     filters = [("tissue_id", "in", tissue_ids)] if tissue_ids is not None else None
-    try:
-        return pq.read_table(path, columns=columns, filters=filters)
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
-        raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
+    return read_arrow_table(path, columns=columns, filters=filters)  # local or remote; names the file on failure
 
 
 def _row_order(codes: np.ndarray, cell_ids: np.ndarray, path: Any) -> tuple[np.ndarray, np.ndarray | None]:

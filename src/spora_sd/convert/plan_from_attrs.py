@@ -104,10 +104,10 @@ def reverse_map_extras(cohort: Any) -> ReverseMapExtras:
 
 
 def _parquet_categories(path: Any) -> dict[str, list]:
-    import pyarrow.parquet as pq
+    from spora_sd.io.tables import open_parquet
 
     try:
-        file = pq.ParquetFile(path)
+        file = open_parquet(path)  # local or remote
         meta = file.schema_arrow.pandas_metadata or {}
     except (OSError, ValueError):
         return {}

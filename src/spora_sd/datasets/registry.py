@@ -1,10 +1,12 @@
 """Known cohorts of the spora collection, and where to find them on this machine.
 
 The registry is data: ``cohorts.yaml`` in this package (one entry per cohort, as squidpy's
-``datasets.yaml``), parsed once into the read-only mapping :data:`cohorts`. A cohort is looked for
-at ``$SPORA_DATASETS_DIR/<dataset key>``; when it is not there, the error says where it looked and
-gives the exact ``rclone`` command that copies it (or only some of its modality folders) from the
-``spora`` bucket.
+``datasets.yaml``), parsed once into the read-only mapping :data:`cohorts`. Each entry knows where the
+hosted cohort lives (its bucket and prefix, :attr:`CohortInfo.location`). A cohort name is looked for
+at ``$SPORA_DATASETS_DIR/<dataset key>`` (a folder or a URL); when there is no copy there, the hosted
+cohort is read remotely when credentials are set up (the AWS variables, ``storage_options``, or an
+rclone remote named ``spora``). When neither works, the error says what to set, and gives the exact
+``rclone`` command that copies the cohort (or only some of its modality folders).
 
 Examples
 --------
@@ -32,7 +34,8 @@ from typing import Any
 import yaml
 
 from spora_sd import layout
-from spora_sd.errors import CohortNotFoundError, LayoutNameError
+from spora_sd.errors import CohortNotFoundError, InvalidArgumentError, LayoutNameError
+from spora_sd.io.location import is_remote, rclone_config_path, rclone_remote, resolve_location
 
 __all__ = [
     "DATASETS_DIR_ENV",
@@ -43,6 +46,7 @@ __all__ = [
     "aliases",
     "cohorts",
     "rclone_command",
+    "remote_location",
     "resolve_cohort",
 ]
 
@@ -52,6 +56,8 @@ logger = logging.getLogger(__name__)
 DATASETS_DIR_ENV = "SPORA_DATASETS_DIR"
 #: rclone remote and bucket of the hosted collection: ``rclone copy spora:spora/<key> ...``.
 RCLONE_REMOTE = "spora:spora"
+#: Name of the rclone remote the layout spec tells users to configure.
+RCLONE_REMOTE_NAME = "spora"
 _REGISTRY_FILE = "cohorts.yaml"
 
 
@@ -73,6 +79,23 @@ class PublishedCounts:
 
 
 @dataclass(frozen=True)
+class RemoteLocation:
+    """Where a hosted cohort lives: a bucket and a prefix (the cohort's folder in the bucket)."""
+
+    bucket: str
+    prefix: str
+
+    @property
+    def s3_url(self) -> str:
+        """``s3://<bucket>/<prefix>``."""
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def rclone(self, remote: str = RCLONE_REMOTE_NAME) -> str:
+        """The rclone location ``<remote>:<bucket>/<prefix>``."""
+        return f"{remote}:{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
 class CohortInfo:
     """One entry of the registry.
 
@@ -90,6 +113,8 @@ class CohortInfo:
         Ontology-backed labels (names and ids).
     published
         Published counts of images, markers and cells.
+    location
+        Where the hosted cohort lives (bucket and prefix).
     """
 
     key: str
@@ -105,6 +130,7 @@ class CohortInfo:
     disease: OntologyTerm
     organism: OntologyTerm
     published: PublishedCounts
+    location: RemoteLocation | None = None
 
     @property
     def url(self) -> str:
@@ -151,6 +177,12 @@ def _parse_entry(key: str, entry: Mapping[str, Any]) -> CohortInfo:
     if unknown:
         logger.warning("%s: %s: ignoring unknown fields %s", _REGISTRY_FILE, key, sorted(unknown))
     published = entry.get("published") or {}
+    where = entry.get("location")
+    location = None
+    if where is not None:
+        if not isinstance(where, Mapping) or not {"bucket", "prefix"} <= set(where):
+            raise ValueError(f"{_REGISTRY_FILE}: {key}.location needs 'bucket' and 'prefix'")
+        location = RemoteLocation(str(where["bucket"]), str(where["prefix"]).strip("/"))
     return CohortInfo(
         key=key,
         aliases=tuple(str(a) for a in entry.get("aliases", ())),
@@ -165,6 +197,7 @@ def _parse_entry(key: str, entry: Mapping[str, Any]) -> CohortInfo:
         disease=_term(entry, "disease", key),
         organism=_term(entry, "organism", key),
         published=PublishedCounts(**{k: (None if v is None else int(v)) for k, v in published.items()}),
+        location=location,
     )
 
 
@@ -244,39 +277,102 @@ def rclone_command(key: str, destination: str | Path, modalities: list[str] | No
     return command
 
 
-def _datasets_dir(datasets_dir: str | Path | None) -> Path | None:
-    if datasets_dir is not None:
-        return Path(datasets_dir).expanduser()
-    value = os.environ.get(DATASETS_DIR_ENV)
-    return Path(value).expanduser() if value else None
+def _datasets_dir(datasets_dir: str | Path | None) -> Path | str | None:
+    """The datasets root: a local folder, or a URL / rclone location kept as a string."""
+    value = datasets_dir if datasets_dir is not None else os.environ.get(DATASETS_DIR_ENV)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and is_remote(value):
+        return value.rstrip("/")
+    return Path(value).expanduser()
+
+
+def _rclone_spora_remote() -> bool:
+    """Whether the user's rclone configuration has the spec's ``spora`` remote (of type s3)."""
+    try:
+        rclone_remote(RCLONE_REMOTE_NAME)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
+def _credentials_set_up(storage_options: Mapping[str, Any] | None) -> bool:
+    return bool(storage_options) or bool(
+        (os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        or os.environ.get("AWS_PROFILE")
+    )
+
+
+def remote_location(key: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Where the registry's cohort ``key`` (or alias) is read from remotely.
+
+    The ``s3://`` URL when credentials are given (``storage_options`` or the AWS variables), else the
+    rclone location when an rclone remote named ``spora`` is configured (the spec's set-up), else the
+    ``s3://`` URL.
+
+    Examples
+    --------
+    >>> remote_location("keren2018", {"anon": True})
+    's3://spora/keren2018structured'
+    """
+    info = cohort_info(key)
+    location = info.location or RemoteLocation(RCLONE_REMOTE.split(":", 1)[1], info.key)
+    if not _credentials_set_up(storage_options) and _rclone_spora_remote():
+        return location.rclone()
+    return location.s3_url
+
+
+def _how_to_get(key: str, where: str) -> str:
+    info = cohorts[key]
+    location = info.location or RemoteLocation(RCLONE_REMOTE.split(":", 1)[1], key)
+    modalities = list(info.modalities)
+    return (
+        f"To read it remotely from {location.s3_url}, set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and "
+        f"AWS_ENDPOINT_URL (or pass storage_options=, or configure an rclone remote named "
+        f"{RCLONE_REMOTE_NAME!r} of type s3 in {rclone_config_path()}, or point RCLONE_CONFIG to one). "
+        f"To copy it, run:\n  {rclone_command(key, where)}\n"
+        f"or copy only some modality folders (metadata and segmentations are always needed), e.g.:\n"
+        f"  {rclone_command(key, where, modalities[:1] or ['imc'])}"
+    )
 
 
 def _looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.startswith((".", "~")) or name.endswith(layout.IMAGE_SUFFIX)
 
 
-def resolve_cohort(name_or_path: str | os.PathLike[str], *, datasets_dir: str | Path | None = None) -> Path:
+def resolve_cohort(
+    name_or_path: str | os.PathLike[str],
+    *,
+    datasets_dir: str | Path | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path:
     """The folder of a cohort given as a path, a dataset key or an alias.
 
     Parameters
     ----------
     name_or_path
-        An existing folder (returned as is), a dataset key (``"jackson2020single"``) or an alias
-        (``"jackson2020"``), looked for under ``$SPORA_DATASETS_DIR``. A key that is not in the
-        registry is accepted too when its folder exists there (your own cohorts).
+        An existing folder (returned as is), a remote location (``s3://bucket/prefix/<dataset>``,
+        ``https://.../<dataset>``, an rclone ``remote:bucket/prefix/<dataset>``), a dataset key
+        (``"jackson2020single"``) or an alias (``"jackson2020"``), looked for under
+        ``$SPORA_DATASETS_DIR`` (a folder or a URL). A key that is not in the registry is accepted
+        too when its folder exists there (your own cohorts). A registry cohort without a copy there
+        is read from its hosted location when credentials are set up (see :func:`remote_location`).
     datasets_dir
-        Folder to look in instead of ``$SPORA_DATASETS_DIR``.
+        Folder (or URL) to look in instead of ``$SPORA_DATASETS_DIR``.
+    storage_options
+        Options of the remote filesystem (credentials, ``client_kwargs.endpoint_url``, ...).
 
     Returns
     -------
-    Path
-        The cohort folder.
+    Path or upath.UPath
+        The cohort folder, or its remote location.
 
     Raises
     ------
     CohortNotFoundError
-        When the folder does not exist: the message names where it looked and the ``rclone``
-        command that copies the cohort; for an unknown name, it lists the available names.
+        When there is no copy and no remote access: the message names where it looked, what to set
+        to read the cohort remotely, and the ``rclone`` command that copies it; for an unknown name,
+        it lists the available names.
 
     Examples
     --------
@@ -286,6 +382,8 @@ def resolve_cohort(name_or_path: str | os.PathLike[str], *, datasets_dir: str | 
     >>> resolve_cohort("jackson2020", datasets_dir=root) == root / "jackson2020single"
     True
     """
+    if not isinstance(name_or_path, str | os.PathLike) or (isinstance(name_or_path, str) and is_remote(name_or_path)):
+        return resolve_location(name_or_path, dict(storage_options or {}))  # type: ignore[return-value]
     text = os.fspath(name_or_path)
     as_path = Path(text).expanduser()
     if as_path.is_dir():
@@ -293,6 +391,8 @@ def resolve_cohort(name_or_path: str | os.PathLike[str], *, datasets_dir: str | 
     if isinstance(name_or_path, os.PathLike) or _looks_like_path(text):
         raise CohortNotFoundError(f"{as_path}: no such cohort folder")
     root = _datasets_dir(datasets_dir)
+    if isinstance(root, str):
+        return _resolve_under_url(root, text, storage_options)
     key = _canonical_key(text)
     if key is None:
         try:
@@ -305,19 +405,34 @@ def resolve_cohort(name_or_path: str | os.PathLike[str], *, datasets_dir: str | 
             return root / text
         where = f" (looked for {root / text})" if root is not None else ""
         raise CohortNotFoundError(f"Unknown cohort {text!r}{where}. Known cohorts: {_available()}")
+    if root is not None and (root / key).is_dir():
+        return root / key  # a local copy wins
+    if _credentials_set_up(storage_options) or _rclone_spora_remote():
+        location = remote_location(key, storage_options)
+        logger.info("cohort %r: no local copy, reading %s", key, location)
+        return resolve_location(location, dict(storage_options or {}))  # type: ignore[return-value]
     if root is None:
         raise CohortNotFoundError(
-            f"Cannot locate cohort {key!r}: ${DATASETS_DIR_ENV} is not set. Set it to the folder that holds your "
-            f"cohorts (export {DATASETS_DIR_ENV}=~/spora-datasets), then copy the cohort with:\n"
-            f"  {rclone_command(key, f'${DATASETS_DIR_ENV}/{key}')}"
+            f"Cannot locate cohort {key!r}: ${DATASETS_DIR_ENV} is not set and no remote credentials are set up. "
+            f"Set {DATASETS_DIR_ENV} to the folder that holds your cohorts (export {DATASETS_DIR_ENV}=~/spora-datasets). "
+            + _how_to_get(key, f"${DATASETS_DIR_ENV}/{key}")
         )
     path = root / key
-    if not path.is_dir():
-        modalities = list(cohorts[key].modalities)
-        raise CohortNotFoundError(
-            f"Cohort {key!r} not found: looked for {path} (${DATASETS_DIR_ENV}={root}). Copy it with:\n"
-            f"  {rclone_command(key, path)}\n"
-            f"or copy only some modality folders (metadata and segmentations are always needed), e.g.:\n"
-            f"  {rclone_command(key, path, modalities[:1] or ['imc'])}"
-        )
-    return path
+    raise CohortNotFoundError(
+        f"Cohort {key!r} not found: looked for {path} (${DATASETS_DIR_ENV}={root}), and no remote credentials are "
+        f"set up. " + _how_to_get(key, str(path))
+    )
+
+
+def _resolve_under_url(root: str, text: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """``$SPORA_DATASETS_DIR`` is a URL: the cohort ``text`` (key or alias) under it."""
+    key = _canonical_key(text)
+    if key is None:
+        try:
+            layout.check_dataset_key(text)
+        except LayoutNameError:
+            raise CohortNotFoundError(
+                f"{text!r} is neither an existing folder nor a cohort name. Known cohorts: {_available()}"
+            ) from None
+        key = text
+    return resolve_location(f"{root}/{key}", dict(storage_options or {}))

@@ -20,20 +20,26 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+from dask.utils import parse_bytes
 
 from spora_sd import layout
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, LayoutNameError
 from spora_sd.io.atomic import is_temporary, recover
 from spora_sd.io.images import ImageMetadata, OnMismatch, _check_on_mismatch, open_image_levels, read_image_metadata
+from spora_sd.io.location import child_name, display_location, is_remote
 from spora_sd.io.masks import read_mask
+from spora_sd.io.remote import is_dir, is_file, is_local, listdir, read_many_under
 from spora_sd.io.tables import parquet_columns, parquet_num_rows, read_table
 from spora_sd.layout import CohortPaths
 
@@ -43,10 +49,7 @@ logger = logging.getLogger(__name__)
 
 
 def _listdir(path: Path) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(path) if not n.startswith("."))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    return listdir(path)
 
 
 def _some(names: Sequence[str], limit: int = 5) -> str:
@@ -85,13 +88,22 @@ class Cohort:
     def __init__(self, path: str | Path, *, on_mismatch: OnMismatch = "raise") -> None:
         _check_on_mismatch(on_mismatch)
         self.on_mismatch: OnMismatch = on_mismatch
-        self.path = Path(path).expanduser().resolve()
-        if not self.path.is_dir():
-            raise CohortNotFoundError(f"{self.path}: no such cohort folder")
+        #: Contents of remote ``zarr.json`` files fetched in bulk (:meth:`prefetch_images`).
+        self._zarr_json: dict[str, bytes | None] = {}
+        if isinstance(path, str) or is_local(path):
+            self.path = Path(path).expanduser().resolve()
+            if not self.path.is_dir():
+                raise CohortNotFoundError(f"{self.path}: no such cohort folder")
+        else:  # a remote cohort (upath.UPath): one listing of its root says whether it is there
+            self.path = path
+            if not listdir(self.path):
+                raise CohortNotFoundError(
+                    f"{display_location(self.path)}: no such cohort (nothing stored under this location)"
+                )
         self.paths = CohortPaths(self.path)
-        self.dataset = self.path.name
+        self.dataset = child_name(self.path)
         tissues_file = self.paths.tissues
-        if not tissues_file.is_file():
+        if not is_file(tissues_file):
             raise CohortFormatError(
                 tissues_file, "layout.tissues_missing", "every cohort needs metadata/tissues.parquet"
             )
@@ -176,7 +188,7 @@ class Cohort:
             It cannot be read, or has no ``channel_name`` column (``table.column.missing``).
         """
         path = self.paths.channels(modality)
-        if not path.is_file():
+        if not is_file(path):
             raise CohortNotFoundError(
                 f"{path}: missing; the multiplex modality {modality!r} needs it to name its image channels"
             )
@@ -189,7 +201,7 @@ class Cohort:
     def channels_per_tissue(self, modality: str) -> pd.DataFrame:
         """``<modality>/channels_per_tissue.parquet``: boolean tissue x channel matrix, index ``tissue_id``."""
         path = self.paths.channels_per_tissue(modality)
-        if not path.is_file():
+        if not is_file(path):
             raise CohortNotFoundError(
                 f"{path}: missing; the multiplex modality {modality!r} needs it to know each image's channels"
             )
@@ -254,7 +266,66 @@ class Cohort:
         return [n.removesuffix(layout.IMAGE_SUFFIX) for n in _listdir(folder) if n.endswith(layout.IMAGE_SUFFIX)]
 
     def image_metadata(self, tissue_id: str, modality: str, resolution: float | None = None) -> ImageMetadata:
-        return read_image_metadata(self.image_path(tissue_id, modality, resolution))
+        return read_image_metadata(self.image_path(tissue_id, modality, resolution), cache=self._zarr_json)
+
+    def output_paths(self, output: str | os.PathLike[str] | None = None) -> CohortPaths:
+        """Where derived tables of this cohort are written: the cohort itself, or the local folder ``output``.
+
+        ``output`` is a cohort root laid out like this one (e.g. a partial copy made by ``spora-sd
+        fetch``); the tables go to the same relative paths there. A remote cohort is never written
+        to, so it needs ``output``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The cohort is remote and ``output`` is not given, or ``output`` is remote.
+        """
+        if output is None:
+            if self.remote:
+                raise InvalidArgumentError(
+                    f"{display_location(self.path)} is remote and spora-sd never writes to a remote cohort: pass "
+                    "output= a local folder (e.g. a partial copy made by `spora-sd fetch`) to write the tables there"
+                )
+            return self.paths
+        if isinstance(output, str) and is_remote(output):
+            raise InvalidArgumentError(f"{display_location(output)}: output must be a local folder")
+        return CohortPaths(Path(output).expanduser())
+
+    @property
+    def remote(self) -> bool:
+        """Whether the cohort is read over the network (``s3://``, ``http(s)://``, an rclone remote)."""
+        return not is_local(self.path)
+
+    def prefetch_images(self, modality: str, resolution: float | None = None, tissue_ids: Sequence[str] = ()) -> int:
+        """Fetch the ``zarr.json`` files of many remote images at once; returns how many files were fetched.
+
+        Opening an image reads its group's ``zarr.json`` and then one per pyramid level. Done image by
+        image over a network, that is three round trips per image in sequence; here they are two
+        concurrent batches for all images (groups first, since they name the levels). The contents
+        are kept, and :meth:`image_levels` then opens each image without a request. Local cohorts:
+        nothing to do (returns 0).
+        """
+        if not self.remote:
+            return 0
+        mpp = self._default_resolution(modality, resolution)
+        folder = self.paths.images_dir(modality, mpp)
+        url = str(folder).rstrip("/")
+        # strings, not path objects: a remote join costs about a millisecond, for thousands of files
+        names = [f"{layout.check_tissue_id(t)}{layout.IMAGE_SUFFIX}" for t in tissue_ids]
+        groups = [f"{n}/zarr.json" for n in names if f"{url}/{n}/zarr.json" not in self._zarr_json]
+        self._zarr_json.update(read_many_under(folder, groups))
+        levels = []
+        for name in names:
+            raw = self._zarr_json.get(f"{url}/{name}/zarr.json")
+            try:
+                datasets = json.loads(raw)["attributes"]["ome"]["multiscales"][0]["datasets"] if raw else []
+                paths = [str(d["path"]) for d in datasets]
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue  # malformed: image_levels reports it, naming the file
+            levels += [f"{name}/{lp}/zarr.json" for lp in paths if lp.isdigit()]
+        levels = [rel for rel in levels if f"{url}/{rel}" not in self._zarr_json]
+        self._zarr_json.update(read_many_under(folder, levels))
+        return len(groups) + len(levels)
 
     def image_levels(self, tissue_id: str, modality: str, resolution: float | None = None) -> list[da.Array]:
         """Every pyramid level of an image as lazy ``(C, Y, X)`` dask arrays; no pixel is read.
@@ -266,10 +337,17 @@ class Cohort:
         """
         mpp = self._default_resolution(modality, resolution)
         path = self.paths.image(modality, mpp, tissue_id)
-        if not path.exists():
+        if not (path.exists() if not self.remote else is_dir(path)):
             raise CohortNotFoundError(f"{path}: image not found (missing: {self._relative(path)})")
         return open_image_levels(
-            path, mpp=mpp, channel_names=self.image_channels(tissue_id, modality), on_mismatch=self.on_mismatch
+            path,
+            # remote: dask chunks of whole Zarr chunks up to dask's chunk size, so that a crop is one read
+            # that fetches each shard index once, not once per 256 x 256 chunk (one round trip each)
+            chunk_bytes=parse_bytes(dask.config.get("array.chunk-size")) if self.remote else None,
+            mpp=mpp,
+            channel_names=self.image_channels(tissue_id, modality),
+            on_mismatch=self.on_mismatch,
+            cache=self._zarr_json,
         )
 
     def image(self, tissue_id: str, modality: str, resolution: float | None = None, level: int = 0) -> da.Array:
@@ -287,13 +365,13 @@ class Cohort:
     @functools.cached_property
     def cell_columns(self) -> list[str]:
         """Columns of ``cells.parquet`` (read from the file footer only)."""
-        if not self.paths.cells.is_file():
+        if not is_file(self.paths.cells):
             return []
         return parquet_columns(self.paths.cells)
 
     def cells(self, columns: Sequence[str] | None = None, tissues: Sequence[str] | None = None) -> pd.DataFrame:
         """Read ``cells.parquet``; only ``columns`` (plus the keys) and only ``tissues`` when given."""
-        if not self.paths.cells.is_file():
+        if not is_file(self.paths.cells):
             raise CohortNotFoundError(f"{self.paths.cells}: this cohort has no cells table")
         cols = None
         if columns is not None:
@@ -361,7 +439,7 @@ class Cohort:
     def standardization_specs(self, modality: str, resolution: float | None = None) -> list[tuple[str, str]]:
         """``(method, param)`` folders present, e.g. ``[("quantile_clipping", "uq_0.99")]``."""
         root = self.paths.standardization_root(modality, self._default_resolution(modality, resolution))
-        return [(m, p) for m in _listdir(root) for p in _listdir(root / m) if (root / m / p).is_dir()]
+        return [(m, p) for m in _listdir(root) for p in _listdir(root / m) if is_dir(root / m / p)]
 
     def standardization(
         self,
@@ -373,13 +451,13 @@ class Cohort:
         """The §6 tables of one standardization spec; both folder spellings (``uq_0.99``, ``uq_0.99_image``)."""
         mpp = self._default_resolution(modality, resolution)
         candidates = self.paths.standardization_candidates(modality, mpp, method, param)
-        folder = next((c for c in candidates if c.is_dir()), None)
+        folder = next((c for c in candidates if is_dir(c)), None)
         if folder is None:
             raise CohortNotFoundError(f"no standardization folder; looked for {', '.join(map(str, candidates))}")
         out = {}
         for name in layout.STANDARDIZATION_REQUIRED + layout.STANDARDIZATION_OPTIONAL:
             file = self.paths.standardization_file(folder, name)
-            if file.is_file():
+            if is_file(file):
                 df = read_table(file)
                 if "tissue_id" in df.columns:
                     df = df.set_index("tissue_id")
@@ -413,7 +491,7 @@ class Cohort:
         mpp = self._mask_resolution(resolution) if resolution is None else float(resolution)
         coords = read_table(self.paths.tile_coordinates(mpp, strategy, tile_size))
         stats_file = self.paths.tile_stats(mpp, strategy, tile_size)
-        stats = read_table(stats_file) if stats_file.is_file() else None
+        stats = read_table(stats_file) if is_file(stats_file) else None
         if stats is not None and "tissue_id" in stats.columns:
             stats = stats.set_index("tissue_id")
         return coords, stats
@@ -422,6 +500,9 @@ class Cohort:
     # partial copies
 
     def _relative(self, path: Path) -> str:
+        if self.remote:
+            root, text = str(self.path).rstrip("/") + "/", str(path)
+            return text[len(root) :] if text.startswith(root) else display_location(path)
         try:
             return path.relative_to(self.path).as_posix()
         except ValueError:
@@ -440,12 +521,12 @@ class Cohort:
                 mdir = self.paths.modality_dir(modality)
             except LayoutNameError:
                 continue
-            if not mdir.is_dir():
+            if not is_dir(mdir):
                 out.append(self._relative(mdir) + "/")
                 continue
             if layout.is_multiplex(modality):
                 for table in (self.paths.channels(modality), self.paths.channels_per_tissue(modality)):
-                    if not table.is_file():
+                    if not is_file(table):
                         out.append(self._relative(table))
             for mpp in self.resolutions(modality):
                 present = set(self.image_tissue_ids(modality, mpp))
@@ -455,14 +536,16 @@ class Cohort:
         mask_res = self.mask_resolutions()
         if mask_res:
             finest = mask_res[0]
-            if self.paths.instance_masks_dir(finest).is_dir() and not self.paths.cells.is_file():
+            if is_dir(self.paths.instance_masks_dir(finest)) and not is_file(self.paths.cells):
                 out.append(self._relative(self.paths.cells))
         return out
 
     @property
     def leftover_temporary_files(self) -> list[str]:
         """Temporary names left by an interrupted write (top two levels only; cheap)."""
-        out = []
+        out: list[str] = []
+        if self.remote:
+            return out  # writers never write into a remote cohort, so none of their leftovers are there
         for base in [self.path, *(self.path / n for n in _listdir(self.path))]:
             try:
                 names = os.listdir(base)
@@ -477,7 +560,7 @@ class Cohort:
         """A JSON-serialisable summary: tissues, modalities, channels, resolutions, cells, what is missing."""
         info: dict = {
             "dataset": self.dataset,
-            "path": str(self.path),
+            "path": display_location(self.path),
             "n_tissues": len(self.tissue_ids()),
             "modalities": {},
             "mask_resolutions": self.mask_resolutions(),
@@ -487,11 +570,11 @@ class Cohort:
         }
         for m in self.modalities:
             entry: dict = {"n_tissues": len(self.tissue_ids(m)), "resolutions": self.resolutions(m)}
-            if layout.is_multiplex(m) and self.paths.channels(m).is_file():
+            if layout.is_multiplex(m) and is_file(self.paths.channels(m)):
                 entry["n_channels"] = len(self.panel(m))
                 entry["channels"] = self.panel(m)
             info["modalities"][m] = entry
-        if self.paths.cells.is_file():
+        if is_file(self.paths.cells):
             info["n_cells"] = parquet_num_rows(self.paths.cells)
         return info
 
@@ -507,6 +590,7 @@ def open_cohort(
     *,
     datasets_dir: str | Path | None = None,
     on_mismatch: OnMismatch | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Cohort:
     """Open a spora cohort; reads ``tissues.parquet`` and folder listings only, never a pixel.
 
@@ -516,11 +600,13 @@ def open_cohort(
     Parameters
     ----------
     cohort
-        The cohort folder (``.../<dataset>``), a dataset key (``"jackson2020single"``) or an alias
-        (``"jackson2020"``) found under ``$SPORA_DATASETS_DIR`` (see
+        The cohort folder (``.../<dataset>``), a remote location (``s3://bucket/prefix/<dataset>``,
+        ``https://.../<dataset>``, an rclone ``remote:bucket/prefix/<dataset>``), a dataset key
+        (``"jackson2020single"``) or an alias (``"jackson2020"``) found under
+        ``$SPORA_DATASETS_DIR`` or at the registry's hosted location (see
         :func:`spora_sd.resolve_cohort`), or an already opened :class:`Cohort` (returned as is).
     datasets_dir
-        Folder to look up keys and aliases in, instead of ``$SPORA_DATASETS_DIR``.
+        Folder (or URL) to look up keys and aliases in, instead of ``$SPORA_DATASETS_DIR``.
     on_mismatch
         What reading an image does when its OME metadata contradicts the cohort's tables (channel
         names and order, from ``channels.parquet`` and ``channels_per_tissue.parquet``) or its
@@ -528,6 +614,13 @@ def open_cohort(
         :class:`~spora_sd.errors.CohortFormatError` (the default), or ``"warn"`` and read it with the
         tables' names, to rescue a cohort whose image metadata is known to be wrong. ``None`` keeps
         the setting of an opened :class:`Cohort` (``"raise"`` for a new one).
+    storage_options
+        Options of the remote filesystem (s3fs or fsspec's HTTP), e.g. ``{"key": ..., "secret": ...,
+        "client_kwargs": {"endpoint_url": ...}}``; they win over the AWS variables and the rclone
+        remote's settings (see :func:`spora_sd.io.location.resolve_location`). Never shown in messages.
+
+    Remote cohorts read the same files the same way: tables through pyarrow's filesystem layer,
+    masks with range requests, images through Zarr's ``FsspecStore``; see ``docs/remote.md``.
 
     Raises
     ------
@@ -554,11 +647,13 @@ def open_cohort(
     from spora_sd.datasets.registry import resolve_cohort
 
     try:
-        path = resolve_cohort(cohort, datasets_dir=datasets_dir)
+        path = resolve_cohort(cohort, datasets_dir=datasets_dir, storage_options=storage_options)
     except CohortNotFoundError:
         # Where the OS has no atomic exchange, a crash between the two renames of a replacement leaves
         # the complete new cohort staged next to its folder: move it in (io.atomic.recover), then retry.
+        if not isinstance(cohort, str | os.PathLike) or (isinstance(cohort, str) and is_remote(cohort)):
+            raise
         if not recover(Path(os.fspath(cohort)).expanduser()):
             raise
-        path = resolve_cohort(cohort, datasets_dir=datasets_dir)
+        path = resolve_cohort(cohort, datasets_dir=datasets_dir, storage_options=storage_options)
     return Cohort(path, on_mismatch=on_mismatch or "raise")

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +43,18 @@ from dask.base import tokenize
 from spora_sd.errors import CohortFormatError, InvalidArgumentError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.io.limits import check_image_size
+from spora_sd.io.location import as_path
+from spora_sd.io.remote import (
+    MissingChunkError,
+    file_size,
+    is_local,
+    open_binary,
+    read_bytes,
+    remote_error,
+    remote_errors,
+    retrying,
+    zarr_store,
+)
 from spora_sd.layout import IMAGE_DTYPES, IMAGE_SUFFIX, IMAGE_UNIT, LENGTH_UNITS
 
 __all__ = [
@@ -56,6 +68,7 @@ __all__ = [
     "image_metadata_problems",
     "open_image_levels",
     "open_level",
+    "open_zarr",
     "read_image_metadata",
     "shard_index_problem",
     "shard_keys",
@@ -304,14 +317,44 @@ class ImageMetadata:
         return float(self.scales[0][-1]) * factor
 
 
-def _read_group_json(path: Path) -> dict:
-    meta_file = path / "zarr.json"
-    if not meta_file.is_file():
+#: Contents of ``zarr.json`` files already fetched, keyed by ``str(path)`` (``None``: not there). A remote
+#: cohort fetches those of many images in one concurrent batch (:meth:`spora_sd.Cohort.prefetch_images`)
+#: and passes them here, so opening an image costs no further request.
+MetadataCache = Mapping[str, bytes | None]
+
+
+def _remote_json(folder: Any, cache: MetadataCache | None) -> bytes | None:
+    """The bytes of the remote ``<folder>/zarr.json`` (from ``cache`` when there), ``None`` when it does not exist.
+
+    The cache is looked up by string: joining remote paths (a ``UPath`` each) costs about a
+    millisecond, which opening 1,000 images would pay thousands of times.
+    """
+    key = f"{str(folder).rstrip('/')}/zarr.json"
+    if cache is not None and key in cache:
+        return cache[key]
+    file = folder / "zarr.json"
+    try:
+        with remote_errors(file):
+            return retrying(lambda: read_bytes(file), file)
+    except FileNotFoundError:
+        return None
+
+
+def _read_group_json(path: Path, cache: MetadataCache | None = None) -> dict:
+    meta_file = path / "zarr.json" if is_local(path) else None
+    if meta_file is None:
+        raw = _remote_json(path, cache)
+        if raw is None:
+            raise CohortFormatError(path, "image.unreadable", "not a Zarr group (no zarr.json)")
+        text: str | bytes = raw
+    elif not meta_file.is_file():
         if (path / ".zgroup").is_file() or (path / ".zattrs").is_file():
             raise CohortFormatError(path, "image.zarr_format", "Zarr format 2 store; the layout requires Zarr format 3")
         raise CohortFormatError(path, "image.unreadable", "not a Zarr group (no zarr.json)")
+    else:
+        text = ""
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = json.loads(text or meta_file.read_text())  # type: ignore[union-attr]
     except (OSError, ValueError) as exc:
         raise CohortFormatError(meta_file, "image.unreadable", f"zarr.json is not valid JSON: {exc}") from None
     if meta.get("zarr_format") != 3:
@@ -321,10 +364,14 @@ def _read_group_json(path: Path) -> dict:
     return meta
 
 
-def read_image_metadata(path: str | Path) -> ImageMetadata:
-    """Parse and check the OME-NGFF 0.5 metadata of an image (reads only ``zarr.json``)."""
-    path = Path(path)
-    attrs = _read_group_json(path).get("attributes", {})
+def read_image_metadata(path: str | Path, *, cache: MetadataCache | None = None) -> ImageMetadata:
+    """Parse and check the OME-NGFF 0.5 metadata of an image (reads only ``zarr.json``).
+
+    ``path`` may be remote (a :class:`upath.UPath`); ``cache`` holds ``zarr.json`` contents already
+    fetched (see :data:`MetadataCache`).
+    """
+    path = as_path(path)
+    attrs = _read_group_json(path, cache).get("attributes", {})
     ome = attrs.get("ome")
     if not isinstance(ome, dict) or not isinstance(ome.get("multiscales"), list) or not ome["multiscales"]:
         raise CohortFormatError(path, "image.ome_metadata", "missing OME-NGFF 0.5 'ome.multiscales' attributes")
@@ -473,11 +520,11 @@ def shard_index_problem(file: Path, n_chunks: int) -> str | None:
 
     Reads only the index at the end of the file (16 bytes per chunk and a CRC32C checksum).
     """
-    size = file.stat().st_size
+    size = file_size(file)
     index_bytes = n_chunks * 16
     if size < index_bytes + 4:
         return f"{size} bytes is too short for a shard index of {n_chunks} chunks"
-    with open(file, "rb") as fh:
+    with open_binary(file) as fh:
         fh.seek(size - index_bytes - 4)
         raw = fh.read(index_bytes + 4)
     body, checksum = raw[:index_bytes], raw[index_bytes:]
@@ -514,7 +561,10 @@ class CheckedLevel:
     """
 
     def __init__(self, image: str | Path, level: str, array: zarr.Array) -> None:
-        self.image = Path(image)
+        self.image = as_path(image)
+        self._folder: Any = None
+        # remote: the store itself refuses a missing shard (spora_sd.io.remote.zarr_store), no stat needed
+        self.local = is_local(self.image)
         self.level = str(level)
         self.array = array
         self.shape = tuple(int(s) for s in array.shape)
@@ -530,7 +580,9 @@ class CheckedLevel:
 
     @property
     def folder(self) -> Path:
-        return self.image / self.level
+        if self._folder is None:  # joined once: a remote join costs about a millisecond
+            self._folder = self.image / self.level
+        return self._folder
 
     def _key(self, coords: tuple[int, ...]) -> str:
         return str(self.array.metadata.encode_chunk_key(coords))
@@ -546,6 +598,8 @@ class CheckedLevel:
 
     def require_shards(self, region: Sequence[tuple[int, int]]) -> None:
         """Raise ``image.chunk_missing`` when a shard file under ``region`` (start, stop per axis) is missing."""
+        if not self.local:
+            return  # the remote store raises MissingChunkError instead, without a request of its own
         for coords in self._grid(region, self.shards):
             key = self._key(coords)
             try:
@@ -583,8 +637,13 @@ class CheckedLevel:
                 file = self.folder / key
                 n_chunks = math.prod(s // c for s, c in zip(self.shards, self.chunks, strict=True))
                 reason = None
-                if self.sharded and file.is_file():
-                    reason = shard_index_problem(file, n_chunks)
+                if isinstance(chunk_exc, MissingChunkError):
+                    return self._missing(file, what_key=key, lo=lo, hi=hi)
+                if self.sharded and (file.is_file() if self.local else True):
+                    try:
+                        reason = shard_index_problem(file, n_chunks)
+                    except FileNotFoundError:
+                        return self._missing(file, what_key=key, lo=lo, hi=hi)
                 what = f"level {self.level}, chunk {coords} ({self._where(list(zip(lo, hi, strict=True)))}) in {key}"
                 if reason:
                     return CohortFormatError(file, "image.truncated", f"{what}: {reason}")
@@ -597,14 +656,33 @@ class CheckedLevel:
             f"level {self.level}: cannot read {self._where(region)}: {type(exc).__name__}: {exc}",
         )
 
+    def _missing(self, file: Any, *, what_key: str, lo: Sequence[int], hi: Sequence[int]) -> CohortFormatError:
+        where = f"level {self.level}: shard {what_key} ({self._where(list(zip(lo, hi, strict=True)))})"
+        return CohortFormatError(
+            file,
+            "image.chunk_missing",
+            f"{where} is missing, so its pixels would read as zeros; the copy of this image is incomplete "
+            "(copy it again)",
+        )
+
     def read(self, region: Sequence[tuple[int, int]]) -> np.ndarray:
         """The pixels of ``region`` (``(start, stop)`` per axis), checked as the class describes."""
         self.require_shards(region)
+        key = tuple(slice(a, b) for a, b in region)
         try:
-            return np.asarray(self.array[tuple(slice(a, b) for a, b in region)])
+            return np.asarray(retrying(lambda: self.array[key], self.image))
         except MemoryError:
             raise
+        except MissingChunkError as exc:
+            shard = tuple(int(c) for c in exc.key.replace(".", "/").split("/")[1:])
+            lo = [c * s for c, s in zip(shard, self.shards, strict=False)]
+            hi = [min(n, a + s) for n, a, s in zip(self.shape, lo, self.shards, strict=False)]
+            raise self._missing(self.folder / exc.key, what_key=exc.key, lo=lo, hi=hi) from None
         except Exception as exc:  # noqa: BLE001 - zarr and its codecs raise many types
+            if not self.local:
+                error = remote_error(exc, self.folder)
+                if error is not None and not isinstance(error, FileNotFoundError):
+                    raise error from None  # the server, not the file: say so, do not blame the chunk
             raise self._failure(region, exc) from None
 
     def __getitem__(self, key: Any) -> np.ndarray:
@@ -647,7 +725,39 @@ class CheckedLevel:
         return (CheckedLevel, (self.image, self.level, self.array))
 
 
-def open_level(path: str | Path, level: str) -> CheckedLevel:
+def open_zarr(folder: Any, cache: MetadataCache | None = None) -> zarr.Array:
+    """A read-only Zarr v3 array over ``folder`` (a local path, or a remote one or its URL); unchecked.
+
+    Most readers want :func:`open_level` (checked against the layout); this is the bare array for
+    readers that do their own checks (:class:`spora_sd.ml.reader.ZarrSource`).
+    """
+    return _open_array(as_path(folder), cache)
+
+
+def _open_array(folder: Any, cache: MetadataCache | None) -> zarr.Array:
+    """A Zarr array over ``folder``: local, or remote through :func:`spora_sd.io.remote.zarr_store`.
+
+    Remote: the array is built from its ``zarr.json`` (from ``cache`` when there, else one request),
+    instead of letting Zarr fetch it again.
+    """
+    if is_local(folder):
+        return zarr.open_array(folder, mode="r", zarr_format=3)
+    from zarr.core.array import Array, AsyncArray
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+    from zarr.storage import StorePath
+
+    raw = _remote_json(folder, cache)
+    if raw is None:
+        raise FileNotFoundError(f"{folder}/zarr.json")
+    meta = json.loads(raw)
+    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
+        raise ValueError("not a Zarr format 3 array")
+    with remote_errors(folder):
+        store = zarr_store(folder)
+    return Array(AsyncArray(metadata=ArrayV3Metadata.from_dict(meta), store_path=StorePath(store, "")))
+
+
+def open_level(path: str | Path, level: str, *, cache: MetadataCache | None = None) -> CheckedLevel:
     """Open one pyramid level and check it against the layout; no pixel is read.
 
     Raises
@@ -657,11 +767,15 @@ def open_level(path: str | Path, level: str) -> CheckedLevel:
         ``image.dtype`` (a dtype outside :data:`spora_sd.layout.IMAGE_DTYPES`), ``image.too_large``
         (beyond :mod:`spora_sd.io.limits`).
     """
-    path = Path(path)
+    path = as_path(path)
     folder = path / str(level)
     try:
-        arr = zarr.open_array(folder, mode="r", zarr_format=3)
+        arr = _open_array(folder, cache)
     except Exception as exc:  # noqa: BLE001 - zarr raises several types for a broken array
+        if not is_local(folder):
+            error = remote_error(exc, folder)
+            if error is not None and not isinstance(error, FileNotFoundError):
+                raise error from None
         raise CohortFormatError(folder, "image.unreadable", f"cannot open level {level}: {exc}") from None
     if arr.ndim != 3:
         raise CohortFormatError(
@@ -688,6 +802,7 @@ def open_image_levels(
     mpp: float | None = None,
     channel_names: Sequence[str] | None = None,
     on_mismatch: OnMismatch = "raise",
+    cache: MetadataCache | None = None,
 ) -> list[da.Array]:
     """Lazy dask arrays over every pyramid level of an image; reads metadata only.
 
@@ -713,10 +828,12 @@ def open_image_levels(
     on_mismatch
         ``"raise"`` (default) or ``"warn"``: what to do when the metadata contradicts ``mpp`` or
         ``channel_names`` (see :func:`image_metadata_problems`). The channel count must agree either way.
+    cache
+        ``zarr.json`` contents already fetched (remote images; see :data:`MetadataCache`).
     """
-    path = Path(path)
-    meta = read_image_metadata(path)
-    opened = [open_level(path, lp) for lp in meta.level_paths]
+    path = as_path(path)
+    meta = read_image_metadata(path, cache=cache)
+    opened = [open_level(path, lp, cache=cache) for lp in meta.level_paths]
     for level in opened:
         if channel_names is not None and level.shape[0] != len(channel_names):
             raise CohortFormatError(
@@ -737,7 +854,7 @@ def open_image_levels(
             k = max(1, math.isqrt(int(chunk_bytes) // max(1, math.prod(chunks) * level.dtype.itemsize)))
             chunks = (chunks[0], chunks[1] * k, chunks[2] * k)
         try:
-            stamp = os.stat(level.folder / "zarr.json").st_mtime_ns
+            stamp = os.stat(level.folder / "zarr.json").st_mtime_ns if level.local else 0
         except OSError:
             stamp = 0
         name = "spora-image-" + tokenize(str(level.folder), stamp, level.shape, str(level.dtype), chunks)

@@ -40,12 +40,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REMOTE_PROTOCOLS",
+    "as_path",
     "CohortLocation",
     "RcloneRemote",
+    "default_storage_options",
     "display_location",
     "filesystem_and_path",
     "child_name",
     "is_remote",
+    "limit_retries",
     "parse_location",
     "parse_storage_options",
     "rclone_config_path",
@@ -270,6 +273,28 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: What spora-sd sets for S3 unless ``storage_options`` say otherwise: botocore's ``standard`` retry
+#: mode (5 attempts, exponential backoff with jitter, on throttling, 5xx answers, timeouts and dropped
+#: connections) and finite timeouts, so that a server that stops answering is an error, not a hang.
+S3_DEFAULTS: dict[str, Any] = {
+    "config_kwargs": {"retries": {"max_attempts": 5, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 20}
+}
+
+
+def default_storage_options(protocol: str) -> dict[str, Any]:
+    """The options spora-sd starts from for ``protocol`` (the user's ``storage_options`` win).
+
+    >>> default_storage_options("s3")["config_kwargs"]["retries"]
+    {'mode': 'standard', 'total_max_attempts': 6}
+    """
+    if protocol == "s3":
+        return _merge({}, S3_DEFAULTS)
+    if protocol in ("http", "https"):
+        # fsspec's HTTP filesystem re-reads a folder's index page on every listing unless told to cache
+        return {"use_listings_cache": True, "listings_expiry_time": 600}
+    return {}
+
+
 def _s3_env_options() -> dict[str, Any]:
     # botocore reads the key variables itself; the endpoint variable is newer than some botocore
     # releases, so it is passed explicitly (it is what S3-compatible servers need)
@@ -291,7 +316,9 @@ def parse_location(location: str, storage_options: dict[str, Any] | None = None)
             )
         url = f"{scheme}://{match.group('rest')}".rstrip("/")
         if scheme == "s3":
-            options = _merge(_s3_env_options(), options)
+            options = _merge(_merge(default_storage_options("s3"), _s3_env_options()), options)
+        else:
+            options = _merge(default_storage_options(scheme), options)
         return CohortLocation(protocol=scheme, url=url, storage_options=options, shown=redact(url))
     rclone = _rclone_match(location)
     if rclone is None:
@@ -300,7 +327,7 @@ def parse_location(location: str, storage_options: dict[str, Any] | None = None)
     path = rclone.group("path").strip("/")
     if not path:
         raise InvalidArgumentError(f"{location}: an rclone location needs a bucket and a path (remote:bucket/prefix)")
-    options = _merge(_merge(_s3_env_options(), remote.storage_options), options)
+    options = _merge(_merge(_merge(default_storage_options("s3"), _s3_env_options()), remote.storage_options), options)
     return CohortLocation(
         protocol="s3", url=f"s3://{path}", storage_options=options, shown=f"{remote.name}:{path} (s3://{path})"
     )
@@ -333,7 +360,58 @@ def resolve_location(location: str | os.PathLike[str], storage_options: dict[str
         return Path(text).expanduser()
     from upath import UPath
 
-    return UPath(parsed.url, **parsed.storage_options)
+    path = UPath(parsed.url, **parsed.storage_options)
+    limit_retries(path.fs)
+    _remember(path)
+    return path
+
+
+#: Attempts of s3fs' own retry loop around each call. botocore retries every request already (the
+#: ``standard`` mode of :data:`S3_DEFAULTS`); s3fs' loop (5 attempts by default, not settable through
+#: ``storage_options``) multiplies them: a server that hangs took over 2 minutes to be reported with
+#: 1 s timeouts (76 attempts). A body cut mid-transfer, which botocore does not retry, is retried by
+#: :func:`spora_sd.io.remote.retrying` instead.
+S3FS_ATTEMPTS = 1
+
+
+def limit_retries(fs: Any) -> Any:
+    """Set s3fs' own retry count to :data:`S3FS_ATTEMPTS` (other filesystems are left as they are)."""
+    if type(fs).__name__ == "S3FileSystem" and getattr(fs, "retries", 0) > S3FS_ATTEMPTS:
+        fs.retries = S3FS_ATTEMPTS
+    return fs
+
+
+# Remote locations resolved in this process and their options. Work items handed to worker threads
+# and processes carry paths as strings (they pickle small and never carry a secret); :func:`as_path`
+# turns such a string back into a path over the same filesystem options.
+_OPTIONS_BY_PREFIX: dict[str, dict[str, Any]] = {}
+
+
+def _remember(path: UPath) -> None:
+    _OPTIONS_BY_PREFIX[str(path).rstrip("/")] = dict(path.storage_options)
+
+
+def as_path(location: str | os.PathLike[str] | UPath) -> Path | UPath:
+    """A path object for ``location``; a remote URL string gets the options it was resolved with.
+
+    Strings under a location that :func:`resolve_location` returned in this process (e.g. a cohort's
+    root) reuse its ``storage_options``; other URLs are resolved afresh (AWS variables, rclone).
+
+    >>> as_path("/data/x").as_posix()
+    '/data/x'
+    """
+    if not isinstance(location, str):
+        return location if getattr(location, "protocol", "") not in ("", "file", "local") else Path(location)  # type: ignore[arg-type]
+    if not is_remote(location):
+        return Path(location)
+    best = max((k for k in _OPTIONS_BY_PREFIX if location == k or location.startswith(k + "/")), key=len, default=None)
+    if best is None:
+        return resolve_location(location)
+    from upath import UPath
+
+    path = UPath(location, **_OPTIONS_BY_PREFIX[best])
+    limit_retries(path.fs)
+    return path
 
 
 def filesystem_and_path(path: Path | UPath) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -16,15 +16,20 @@ np.uint64(3)
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, SporaError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.io.limits import check_mask_size
+from spora_sd.io.location import as_path
+from spora_sd.io.remote import is_local, open_binary, remote_errors
 from spora_sd.layout import MASK_KEY
 
 __all__ = ["read_mask", "read_mask_shape", "write_mask"]
@@ -44,13 +49,44 @@ def write_mask(path: str | Path, mask: np.ndarray, *, overwrite: bool = True) ->
     return path
 
 
-def _open(path: Path) -> np.lib.npyio.NpzFile:
+def _as_path(path: Any) -> Any:
+    """A local path as :class:`~pathlib.Path`; a remote one (:class:`upath.UPath`) as it is."""
+    return as_path(path)
+
+
+@contextlib.contextmanager
+def _file(path: Any) -> Iterator[Any]:
+    """The mask file: a local path, or a remote file object whose reads are range requests.
+
+    A zip file's directory is at its end, and each member says where it starts: reading the header of
+    a remote mask costs a few small range requests, never the whole file.
+    """
+    if is_local(path):
+        yield path
+        return
     try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
+        with remote_errors(path):
+            fh = open_binary(path)
+    except CohortNotFoundError:
         raise CohortNotFoundError(f"{path}: mask not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
+    with fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def _open(path: Any) -> Iterator[np.lib.npyio.NpzFile]:
+    with _file(path) as source:
+        try:
+            with remote_errors(path):
+                npz = np.load(source, allow_pickle=False)
+        except SporaError:
+            raise
+        except FileNotFoundError:
+            raise CohortNotFoundError(f"{path}: mask not found") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
+        with npz:
+            yield npz
 
 
 def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
@@ -60,7 +96,7 @@ def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     declares more than ``max_pixels`` pixels (default :func:`spora_sd.io.limits.max_mask_pixels`) is
     refused before anything is allocated.
     """
-    path = Path(path)
+    path = _as_path(path)
     shape, _ = read_mask_shape(path, max_pixels=max_pixels)
     if len(shape) != 2:
         raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
@@ -68,7 +104,10 @@ def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
         if MASK_KEY not in npz.files:
             raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (keys: {npz.files})")
         try:
-            mask = npz[MASK_KEY]
+            with remote_errors(path):
+                mask = npz[MASK_KEY]
+        except SporaError:
+            raise
         except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as exc:
             # Object arrays were refused from the header above; a ValueError here is a short or corrupt member.
             raise CohortFormatError(path, "mask.unreadable", f"cannot decompress the mask: {exc}") from None
@@ -87,9 +126,9 @@ def read_mask_shape(path: str | Path, *, max_pixels: int | None = None) -> tuple
         member holds), ``mask.key``, ``mask.pickled`` (object dtype), ``mask.too_large`` (a 2-D shape
         of more than ``max_pixels`` pixels, default :func:`spora_sd.io.limits.max_mask_pixels`).
     """
-    path = Path(path)
+    path = _as_path(path)
     try:
-        with zipfile.ZipFile(path) as zf:
+        with _file(path) as source, remote_errors(path), zipfile.ZipFile(source) as zf:
             name = f"{MASK_KEY}.npy"
             if name not in zf.namelist():
                 raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (members: {zf.namelist()})")
@@ -99,8 +138,8 @@ def read_mask_shape(path: str | Path, *, max_pixels: int | None = None) -> tuple
                 read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read_header(fh)  # header only: no pixel is decompressed
                 header_bytes = fh.tell()
-    except CohortFormatError:
-        raise
+    except SporaError:
+        raise  # the rules above, a missing file, a server that fails (RemoteAccessError is an OSError)
     except FileNotFoundError:
         raise CohortNotFoundError(f"{path}: mask not found") from None
     except (OSError, zipfile.BadZipFile, zlib.error, ValueError, EOFError) as exc:

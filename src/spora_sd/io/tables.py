@@ -16,13 +16,48 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spora_sd.errors import CohortFormatError, CohortNotFoundError
+from spora_sd.errors import CohortFormatError, CohortNotFoundError, SporaError
 from spora_sd.io.atomic import atomic_path
+from spora_sd.io.location import as_path
+from spora_sd.io.remote import is_dir, is_file, is_local, remote_errors, retrying
 from spora_sd.layout.schemas import check_table, ensure_valid_table
 from spora_sd.layout.schemas.loading import cached_schema
 from spora_sd.report import Problem
 
-__all__ = ["parquet_columns", "parquet_num_rows", "read_table", "read_table_checked", "write_table"]
+__all__ = [
+    "open_parquet",
+    "parquet_columns",
+    "parquet_num_rows",
+    "read_arrow_table",
+    "read_table",
+    "read_table_checked",
+    "write_table",
+]
+
+
+def _source(path: Any) -> tuple[Any, Any]:
+    """``(path, filesystem)`` for pyarrow: a local path as it is, a remote one through pyarrow's filesystem layer.
+
+    A remote table is read through :class:`pyarrow.fs.PyFileSystem` over the path's fsspec filesystem
+    (the same credentials, retries and connection pool as the images): pyarrow reads the footer, then
+    only the column chunks (and row groups, with filters) it needs, as range requests.
+    """
+    path = as_path(path)
+    if is_local(path):
+        return path, None
+    import pyarrow.fs as pafs
+
+    return path.path, pafs.PyFileSystem(pafs.FSSpecHandler(path.fs))
+
+
+def open_parquet(path: Any) -> pq.ParquetFile:
+    """A :class:`pyarrow.parquet.ParquetFile` over a local or remote file (reads its footer only)."""
+    return _parquet_file(path)
+
+
+def _parquet_file(path: Any) -> pq.ParquetFile:
+    source, filesystem = _source(path)
+    return pq.ParquetFile(source if filesystem is None else filesystem.open_input_file(source))
 
 
 def write_table(
@@ -89,30 +124,68 @@ def read_table(
     ...
     spora_sd.errors.CohortNotFoundError: /nonexistent/tissues.parquet: no such table
     """
-    path = Path(path)
-    if not path.is_file():
+    path = as_path(path)
+    if not is_file(path):
         raise CohortNotFoundError(f"{path}: no such table")
+    table = read_arrow_table(path, columns=columns, filters=filters)
     try:
-        table = pq.read_table(path, columns=list(columns) if columns is not None else None, filters=filters)
         return table.to_pandas()
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as exc:
+        raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
+
+
+def read_arrow_table(path: Any, *, columns: Sequence[str] | None = None, filters: Any = None) -> pa.Table:
+    """A Parquet table as a :class:`pyarrow.Table` (local or remote), naming the file on failure.
+
+    Raises
+    ------
+    CohortNotFoundError
+        The file is missing (remote: ``no such object``).
+    CohortFormatError
+        ``table.unreadable``.
+    RemoteAccessError
+        The server cannot be read (see :mod:`spora_sd.io.remote`).
+    """
+    source, filesystem = _source(path)
+    try:
+        with remote_errors(path):
+            return retrying(
+                lambda: pq.read_table(
+                    source,
+                    columns=list(columns) if columns is not None else None,
+                    filters=filters,
+                    filesystem=filesystem,
+                ),
+                path,
+            )
+    except SporaError:
+        raise
+    except FileNotFoundError:
+        raise CohortNotFoundError(f"{path}: no such table") from None
     except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as exc:
         raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
 
 
 def parquet_columns(path: str | Path) -> list[str]:
     """Column names of a Parquet file, from its footer only."""
-    path = Path(path)
+    path = as_path(path)
     try:
-        return list(pq.read_schema(path).names)
+        with remote_errors(path):
+            return list(retrying(lambda: _parquet_file(path).schema_arrow, path).names)
+    except SporaError:
+        raise
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
 
 
 def parquet_num_rows(path: str | Path) -> int:
     """Number of rows of a Parquet file, from its footer only."""
-    path = Path(path)
+    path = as_path(path)
     try:
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        with remote_errors(path):
+            return int(retrying(lambda: _parquet_file(path).metadata.num_rows, path))
+    except SporaError:
+        raise
     except (pa.ArrowInvalid, pa.ArrowException, OSError) as exc:
         raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
 
@@ -156,15 +229,15 @@ def read_table_checked(
     (True, ['table.unreadable'])
     """
     schema = cached_schema(kind)
-    path = Path(path)
+    path = as_path(path)
 
     def unreadable(why: str) -> tuple[None, list[Problem]]:
         return None, [Problem(str(path), "table.unreadable", f"cannot read the {kind} table: {why}")]
 
-    if path.is_dir():
+    if is_dir(path) and not is_file(path):
         return unreadable("it is a folder; the layout stores every table as one Parquet file")
     try:
-        with pq.ParquetFile(path) as parquet:
+        with remote_errors(path), _parquet_file(path) as parquet:
             file_schema = parquet.schema_arrow
             load = None
             if columns is not None:
@@ -175,6 +248,8 @@ def read_table_checked(
                 }
                 load = [name for name in file_schema.names if name in needed]
             table = parquet.read(columns=load, use_pandas_metadata=True)
+    except SporaError as exc:
+        return unreadable(str(exc))
     except (OSError, pa.ArrowException, ValueError, TypeError) as exc:
         return unreadable(f"{type(exc).__name__}: {exc}")
     problems = check_table(table, kind, path, channels=channels, dataset=dataset, file_schema=file_schema)

@@ -8,7 +8,7 @@ Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
 
     import spora_sd.lamin as sl
     sl.init_instance("~/spora-lamin")
-    sl.register("jackson2020")
+    sl.register("jackson2020")  # in place: the cohort folder, no copy
     sl.search(tissue="breast", disease="breast carcinoma")
     sdata = sl.load("jackson2020single")
 
@@ -38,6 +38,8 @@ _LAZY_IMPORTS: dict[str, str] = {
     "load": "spora_sd.lamin.query",
     "export": "spora_sd.lamin.query",
     "demo": "spora_sd.lamin.walkthrough",
+    "add_storage": "spora_sd.lamin.storage",
+    "cohort_fingerprint": "spora_sd.lamin.fingerprint",
 }
 
 __all__ = sorted(_LAZY_IMPORTS)
@@ -47,6 +49,7 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a
     from spora_sd.errors import ArtifactNotFoundError as ArtifactNotFoundError
     from spora_sd.errors import MetadataError as MetadataError
     from spora_sd.errors import TermNotFoundError as TermNotFoundError
+    from spora_sd.lamin.fingerprint import cohort_fingerprint as cohort_fingerprint
     from spora_sd.lamin.instance import current_instance as current_instance
     from spora_sd.lamin.instance import init_instance as init_instance
     from spora_sd.lamin.ontologies import Term as Term
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a
     from spora_sd.lamin.query import search as search
     from spora_sd.lamin.registration import register as register
     from spora_sd.lamin.schema import spora_schema as spora_schema
+    from spora_sd.lamin.storage import add_storage as add_storage
     from spora_sd.lamin.walkthrough import demo as demo
 
 

@@ -266,18 +266,32 @@ class _TermIndex:
 
 
 def _source_index(field: str) -> tuple[_TermIndex, str]:
-    import bionty as bt
     import lamindb as ln
 
     reg = registry(field)
-    source = bt.Source.filter(entity=reg.__get_name_with_module__(), currently_used=True).first()
-    if source is None or source.dataframe_artifact_id is None:
-        raise SporaError(
-            f"the LaminDB instance has no offline {_spec(field).ontology} source for {field}; "
-            "run spora_sd.lamin.setup_ontologies() (or `spora-sd lamin init DIR`) first"
+    source = _offline_source(reg)
+    if source is None:
+        # e.g. an instance made with plain `lamin init --modules bionty`: its sources are bionty's
+        # online ones; load the shipped release instead of failing (a few seconds, once per instance)
+        logger.info(
+            "the LaminDB instance has no offline %s source for %s yet: loading the shipped ontologies",
+            _spec(field).ontology,
+            field,
         )
+        setup_ontologies()
+        source = _offline_source(reg)
+        if source is None:  # pragma: no cover - setup_ontologies just made it
+            raise SporaError(f"could not load the offline {_spec(field).ontology} source for {field}")
     key = (ln.setup.settings.instance.slug, source.uid)
     return _cached_index(field, key, source), f"{_spec(field).ontology} {source.version}"
+
+
+def _offline_source(reg: type[SQLRecord]) -> Any:
+    """The currently used source of a registry when it is one of ours (its term table is stored)."""
+    import bionty as bt
+
+    source = bt.Source.filter(entity=reg.__get_name_with_module__(), currently_used=True).first()
+    return None if source is None or source.dataframe_artifact_id is None else source
 
 
 _INDEX_CACHE: dict[tuple[str, str, str], _TermIndex] = {}

@@ -1,22 +1,27 @@
-"""Register a cohort (or any SpatialData) as a curated, versioned LaminDB artifact.
+"""Register a cohort as a curated, versioned LaminDB artifact: in place (default) or as a SpatialData copy.
 
-The flow of :func:`register`:
+In place (``mode="cohort"``, the default for a cohort folder or name), :func:`register`:
 
-1. cohort path or name -> ``spora_sd.to_spatialdata`` (a SpatialData is taken as given);
-2. ``sdata.attrs["bio"]``/``["tech"]`` are completed from the arguments, the cohort registry
-   (:mod:`spora_sd.datasets.registry`) or the modalities, and every term (name, synonym or ontology id) is
-   resolved against the offline ontologies. An unknown term stops here, before anything is saved;
-3. ``ln.Artifact.from_spatialdata(..., key="spora/<dataset>.zarr")`` writes the store to the cache
-   (with :func:`spora_sd.write_spatialdata`, linear in the number of elements where ``sdata.write`` is
-   quadratic) and hashes it: the same content returns the existing artifact, changed content becomes
-   a new version;
-4. lamindb's ``SpatialDataCurator`` validates a *curation view*: the same elements, with ``attrs``
-   reduced to canonical term names (the curator reads one string per field). The stored object keeps
-   the user's ``attrs`` unchanged, so ``load`` returns exactly what was registered;
-5. cell-type labels that no CL term fits (e.g. "tumor") are logged and kept as ULabels;
-6. a new artifact is saved with a Transform (``spora_sd.lamin.register``) and a Run (the conversion),
-   and annotated: links to the Tissue, Disease, Organism, ExperimentalFactor, CellType and ULabel
-   records, plus ``dataset``, ``n_tissues`` and ``n_cells``.
+1. resolves the cohort folder and fingerprints it without reading unchanged files
+   (:mod:`spora_sd.lamin.fingerprint`: the content manifest, checked against file sizes and times);
+2. under a per-key lock (:mod:`spora_sd.lamin.locking`), returns the latest artifact of the key
+   ``spora/<dataset>`` when it has the same fingerprint and folder: re-registering unchanged
+   content is a look-up;
+3. otherwise reads the cohort's *tables* (:mod:`spora_sd.lamin.cohort_tables`: the cell table's
+   cell-type columns, the panel, the tissue table; no image, no mask), completes and resolves the labels (arguments, then ``attrs``, then the cohort registry
+   :mod:`spora_sd.datasets.registry`, then the modalities for the assay), and validates them. An
+   unknown term stops here, before anything is saved;
+4. makes the folder's storage location known to the instance (:mod:`spora_sd.lamin.storage`) and
+   creates an artifact that points at the folder (no copy), with the fingerprint as its hash; changed
+   content becomes a new version of the key;
+5. annotates it (:mod:`spora_sd.lamin.annotation`): ontology links, ``dataset``, ``n_tissues``,
+   ``n_cells``, ``stored_as="cohort"``, ``format_version``, Transform + Run.
+
+As a copy (``mode="spatialdata"``, and always for a SpatialData object), step 1-4 become
+``ln.Artifact.from_spatialdata(..., key="spora/<dataset>.zarr")``: the SpatialData is written to the
+instance's storage (with :func:`spora_sd.write_spatialdata`, linear in the number of elements) and
+hashed by LaminDB; the same content returns the existing artifact. The stored object keeps the
+user's ``attrs`` with the labels filled in, so ``artifact.load()`` gives SpatialData directly.
 
 Examples
 --------
@@ -24,7 +29,10 @@ Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
 
     import spora_sd.lamin as sl
     artifact = sl.register("jackson2020")
-    artifact.key
+    artifact.key, artifact.path
+    # ('spora/jackson2020single', PosixPath('/data/spora/jackson2020single'))
+    copy = sl.register("jackson2020", mode="spatialdata")
+    copy.key
     # 'spora/jackson2020single.zarr'
 """
 
@@ -36,38 +44,68 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from spora_sd.convert.attrs import read_spora_attrs
-from spora_sd.convert.element_names import CELL_TABLE, TISSUE_TABLE
+from spora_sd.convert.attrs import FORMAT_VERSION, read_spora_attrs
 from spora_sd.convert.store import write_spatialdata
-from spora_sd.errors import CohortNotFoundError, MetadataError, SporaError
-from spora_sd.lamin.instance import quiet
+from spora_sd.errors import CohortNotFoundError, InvalidArgumentError, MetadataError, SporaError
+from spora_sd.lamin.annotation import (
+    BIO_FIELDS,
+    TECH_FIELDS,
+    TRANSFORM_KEY,
+    _with,
+    annotate,
+    linked_terms,
+    summary,
+    validate,
+)
+from spora_sd.lamin.instance import offline_hub_state, quiet, shared_storage
+from spora_sd.lamin.locking import instance_lock
 from spora_sd.lamin.ontologies import Term, assay_for_modality, resolve_term
-from spora_sd.lamin.schema import CELL_TYPE_COLUMNS, SLOT_OBS, spora_schema
+from spora_sd.lamin.vitessce import attach_vitessce_config
 from spora_sd.layout import HE
 
 if TYPE_CHECKING:
     import lamindb as ln
     from spatialdata import SpatialData
 
-__all__ = ["KEY_PREFIX", "MetadataError", "artifact_key", "complete_attrs", "missing_fields", "register"]
+__all__ = [
+    "KEY_PREFIX",
+    "MODES",
+    "TRANSFORM_KEY",
+    "MetadataError",
+    "artifact_key",
+    "cohort_key",
+    "complete_attrs",
+    "missing_fields",
+    "register",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Artifacts of spora cohorts live under this key prefix: ``spora/<dataset>.zarr``.
+#: Artifacts of spora cohorts live under this key prefix: ``spora/<dataset>`` (in place) and
+#: ``spora/<dataset>.zarr`` (SpatialData copies).
 KEY_PREFIX = "spora/"
-TRANSFORM_KEY = "spora_sd.lamin.register"
-_BIO_FIELDS = ("tissue", "disease", "organism")
-_TECH_FIELDS = ("assay",)
+#: Registration modes: the cohort folder where it is, or a SpatialData copy in the instance's storage.
+MODES = ("cohort", "spatialdata")
+_BIO_FIELDS = BIO_FIELDS
+_TECH_FIELDS = TECH_FIELDS
+
+
+def cohort_key(dataset: str) -> str:
+    """The artifact key of a dataset registered in place: ``spora/<dataset>``.
+
+    Examples
+    --------
+    >>> cohort_key("jackson2020single")
+    'spora/jackson2020single'
+    """
+    return f"{KEY_PREFIX}{dataset}"
 
 
 def artifact_key(dataset: str) -> str:
-    """The artifact key of a dataset: ``spora/<dataset>.zarr``.
+    """The artifact key of a dataset's SpatialData copy: ``spora/<dataset>.zarr``.
 
     Examples
     --------
@@ -247,22 +285,6 @@ def _assays_from_modalities(attrs: Mapping[str, Any]) -> list[str]:
     return [a for a in (assay_for_modality(m) for m in modalities) if a]
 
 
-def _with(
-    sdata: SpatialData, *, attrs: Mapping[str, Any], tables: Mapping[str, Any] | None = None, cls: type | None = None
-) -> SpatialData:
-    """A new SpatialData (or ``cls``) that shares the elements of ``sdata`` (no copy of any data)."""
-    from spatialdata import SpatialData
-
-    return (cls or SpatialData)(
-        images=dict(sdata.images),
-        labels=dict(sdata.labels),
-        points=dict(sdata.points),
-        shapes=dict(sdata.shapes),
-        tables=dict(sdata.tables if tables is None else tables),
-        attrs=dict(attrs),
-    )
-
-
 @functools.cache
 def _linear_writer_class() -> type:
     """A ``SpatialData`` whose ``write`` is :func:`spora_sd.write_spatialdata` (linear in the elements).
@@ -284,112 +306,58 @@ def _linear_writer_class() -> type:
     return SpatialData
 
 
-def _cell_table(sdata: SpatialData) -> Any:
-    if CELL_TABLE in sdata.tables:
-        return sdata.tables[CELL_TABLE]
-    others = [t for name, t in sdata.tables.items() if name != TISSUE_TABLE]
-    return others[0] if len(others) == 1 else None
+def _mode(cohort: Any, mode: str | None) -> str:
+    from spatialdata import SpatialData
 
-
-def _curation_view(sdata: SpatialData, terms: Mapping[str, Term]) -> SpatialData:
-    import anndata as ad
-
-    attrs = dict(sdata.attrs)
-    attrs["bio"] = {f: terms[f].name for f in _BIO_FIELDS}
-    attrs["tech"] = {f: terms[f].name for f in _TECH_FIELDS}
-    # the schema names the cell table; a SpatialData without one (H&E only) gets an empty stand-in
-    table = _cell_table(sdata)
-    if table is None:
-        table = ad.AnnData(obs=pd.DataFrame(index=pd.Index([], dtype=str)))
-    return _with(sdata, attrs=attrs, tables={CELL_TABLE: table})
-
-
-def _summary(sdata: SpatialData, dataset: str) -> dict[str, Any]:
-    cells = _cell_table(sdata)
-    tissues = sdata.tables.get(TISSUE_TABLE)
-    if tissues is not None and "tissue_id" in tissues.obs:
-        n_tissues = int(tissues.obs["tissue_id"].nunique())
-    elif cells is not None and "tissue_id" in cells.obs:
-        n_tissues = int(cells.obs["tissue_id"].nunique())
-    else:  # one coordinate system per tissue
-        n_tissues = len(sdata.coordinate_systems)
-    return {"dataset": dataset, "n_tissues": n_tissues, "n_cells": 0 if cells is None else int(cells.n_obs)}
-
-
-def _validated_curator(view: SpatialData, features: dict[str, Any]) -> Any:
-    """A validated curator; cell-type labels without a CL term become ULabels (logged)."""
-    import lamindb as ln
-
-    schema = spora_schema()
-    curator = ln.curators.SpatialDataCurator(view, schema, features=features)
-    unmapped: dict[str, list[str]] = {}
-    for slot, slot_curator in curator.slots.items():
-        try:
-            slot_curator.validate()
-        except ln.errors.ValidationError:
-            if slot != SLOT_OBS:
-                raise  # terms were resolved before, so this is a bug or a schema clash: show lamindb's message
-            for column, values in slot_curator.cat.non_validated.items():
-                if column in CELL_TYPE_COLUMNS:
-                    unmapped[column] = [str(v) for v in values]
-    if unmapped:
-        for column, values in unmapped.items():
-            logger.warning(
-                "%d %s label(s) match no Cell Ontology term and are kept as ULabels: %s",
-                len(values),
-                column,
-                ", ".join(repr(v) for v in values),
+    if mode is not None and mode not in MODES:
+        raise InvalidArgumentError(f"mode={mode!r}: expected one of {list(MODES)}")
+    if isinstance(cohort, SpatialData):
+        if mode == "cohort":
+            raise InvalidArgumentError(
+                "mode='cohort' registers a cohort folder in place; a SpatialData object can only be copied "
+                "(mode='spatialdata'): pass its cohort folder instead to register it in place"
             )
-        labels = sorted({v for values in unmapped.values() for v in values})
-        with quiet():
-            ln.save(ln.ULabel.from_values(labels, create=True))
-        curator = ln.curators.SpatialDataCurator(view, schema, features=features)
-    curator.validate()
-    return curator
-
-
-def _transform() -> ln.Transform:
-    import lamindb as ln
-
-    from spora_sd._version import __version__
-
-    latest = ln.Transform.filter(key=TRANSFORM_KEY, is_latest=True).one_or_none()
-    if latest is not None and latest.version_tag == __version__:
-        return latest
-    return ln.Transform(
-        key=TRANSFORM_KEY,
-        kind="function",
-        version=__version__,
-        description="spora cohort -> SpatialData -> curated LaminDB artifact (spora_sd.lamin.register)",
-        revises=latest,
-    ).save()
+        return "spatialdata"
+    return mode or "cohort"
 
 
 def register(
     cohort: str | os.PathLike[str] | SpatialData,
     *,
+    mode: str | None = None,
     key: str | None = None,
     tissue: str | None = None,
     disease: str | None = None,
     organism: str | None = None,
     assay: str | None = None,
     description: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ln.Artifact:
-    """Register a cohort as a curated SpatialData artifact in the current LaminDB instance.
+    """Register a cohort as a curated artifact of the current LaminDB instance, in place or as a copy.
 
     Parameters
     ----------
     cohort
         A cohort folder, a cohort name or alias of the registry (``"jackson2020"``, looked for under
         ``$SPORA_DATASETS_DIR``), or a SpatialData (e.g. from ``spora_sd.to_spatialdata``).
+    mode
+        ``"cohort"`` (default for a folder or name): register the folder where it is, no copy; its
+        parent folder becomes a storage location of the instance when no location holds it yet.
+        ``"spatialdata"`` (always for a SpatialData): write a SpatialData copy into the instance's
+        storage, for users who expect ``artifact.load()`` to return SpatialData.
     key
-        Artifact key; default ``spora/<dataset>.zarr`` with the dataset key from ``sdata.attrs["dataset"]``.
+        Artifact key; default ``spora/<dataset>`` in place, ``spora/<dataset>.zarr`` for a copy.
     tissue, disease, organism, assay
         Override or fill ``sdata.attrs["bio"]``/``["tech"]``: a term name, a synonym or an ontology id
         (``"lung"``, ``"pulmo"``, ``"UBERON:0002048"``). Without them, the attrs, then the cohort
         registry, then (for the assay) the modalities are used.
     description
         Artifact description; default: the registry's citation when known.
+    storage_options
+        For a remote cohort (``s3://bucket/prefix/<dataset>``, an rclone ``remote:path``, or a registry
+        cohort that has no local copy): credentials and endpoint, as for :func:`spora_sd.open_cohort`.
+        In place, only its tables are read (no image, no mask), and the bucket folder that holds it
+        becomes a storage location. LaminDB itself reads credentials from the environment.
 
     Returns
     -------
@@ -408,10 +376,125 @@ def register(
     --------
     Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
 
-        af = register(sdata, tissue="breast", disease="TNBC")
+        af = register("/data/cohorts/x2024tnbc", tissue="breast", disease="TNBC")
         af.tissues.first().ontology_id
         # 'UBERON:0000310'
+        register(sdata).key  # a SpatialData object: a copy
+        # 'spora/x2024tnbc.zarr'
     """
+    overrides = {"tissue": tissue, "disease": disease, "organism": organism, "assay": assay}
+    offline_hub_state()
+    if _mode(cohort, mode) == "cohort":
+        artifact = _register_in_place(
+            cohort, key=key, overrides=overrides, description=description, storage_options=storage_options
+        )
+    else:
+        artifact = _register_copy(cohort, key=key, overrides=overrides, description=description)
+    attach_vitessce_config(artifact)  # LaminHub's Vitessce button, where a hub can read the data (see vitessce.py)
+    return artifact
+
+
+def _description(dataset: str, description: str | None) -> str | None:
+    entry = _registry_entry(dataset)
+    return entry.citation if description is None and entry is not None else description
+
+
+def _same_content(artifact: ln.Artifact, fingerprint: Any, location: str) -> bool:
+    if (artifact.hash, artifact._hash_type) != (fingerprint.hash, fingerprint.hash_type):
+        return False
+    try:
+        return artifact.path.as_posix().rstrip("/") == location.rstrip("/")
+    except (OSError, ValueError):
+        return False
+
+
+def _register_in_place(
+    cohort: str | os.PathLike[str],
+    *,
+    key: str | None,
+    overrides: dict[str, str | None],
+    description: str | None,
+    storage_options: dict[str, Any] | None = None,
+) -> ln.Artifact:
+    import lamindb as ln
+
+    from spora_sd.datasets.registry import resolve_cohort
+    from spora_sd.io.location import child_name, is_remote
+    from spora_sd.lamin.cohort_tables import tables_view
+    from spora_sd.lamin.fingerprint import cohort_fingerprint, remote_fingerprint
+    from spora_sd.lamin.storage import add_remote_storage, remote_root, storage_for
+
+    started = time.perf_counter()
+    location: Any = resolve_cohort(cohort, storage_options=storage_options)
+    remote = is_remote(location)
+    if remote:
+        artifact_path = remote_root(location)  # s3://bucket/prefix/<dataset>[?endpoint_url=...]
+        shown = artifact_path.split("?", 1)[0]
+    else:
+        location = Path(location).expanduser().resolve()
+        artifact_path = shown = location.as_posix()
+    dataset = child_name(location)
+    key = key or cohort_key(dataset)
+    for field, value in overrides.items():  # bad arguments fail even when nothing new would be saved
+        if value is not None:
+            resolve_term(field, value, where=f"the {field}= argument")
+    with instance_lock(f"register:{key}"):  # a concurrent register of the same key waits here, then finds ours
+        fingerprint = remote_fingerprint(location) if remote else cohort_fingerprint(location)
+        latest = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
+        if latest is not None and _same_content(latest, fingerprint, shown):
+            logger.info("%s: same content as artifact %s (%s); nothing new saved", shown, latest.uid, key)
+            return latest
+        t0 = time.perf_counter()
+        sdata = tables_view(location)  # parquet tables only: no image pixel, no mask
+        if latest is not None:  # a new version keeps the labels of the previous one unless told otherwise
+            inherited = {f: t.ontology_id for f, t in linked_terms(latest).items() if overrides.get(f) is None}
+            overrides = {**overrides, **inherited}
+        attrs, terms = complete_attrs(sdata.attrs, overrides, dataset)
+        t1 = time.perf_counter()
+        curator = validate(sdata, terms, summary(sdata, dataset, "cohort", FORMAT_VERSION))
+        if remote:
+            add_remote_storage(remote_root(location.parent))
+        else:
+            storage_for(location)
+        with quiet():  # lamindb's notes about new versions; we log ours
+            artifact = ln.Artifact(
+                artifact_path,
+                key=key,
+                description=_description(dataset, description),
+                revises=latest,
+                run=False,
+                # the fingerprint stands for lamindb's hash, which would read every byte of the cohort
+                _stats=fingerprint.stats(),
+                # remote: the listing just showed the objects (and lamindb may lack the cohort's credentials)
+                skip_check_exists=remote,
+            )
+        t2 = time.perf_counter()
+        params = {"cohort": shown, "key": key, "dataset": dataset, "mode": "cohort", **overrides}
+        artifact = annotate(artifact, curator, params)
+    logger.info(
+        "registered %s in place as %s (%s%s) in %.1f s: fingerprint %.1f s (%d file(s) read), tables + labels "
+        "%.1f s, curation %.1f s, save + annotate %.1f s",
+        shown,
+        artifact.uid,
+        key,
+        f", new version of {latest.uid}" if latest is not None else "",
+        time.perf_counter() - started,
+        t0 - started,
+        fingerprint.files_read,
+        t1 - t0,
+        t2 - t1,
+        time.perf_counter() - t2,
+    )
+    return artifact
+
+
+def _register_copy(
+    cohort: str | os.PathLike[str] | SpatialData,
+    *,
+    key: str | None,
+    overrides: dict[str, str | None],
+    description: str | None,
+) -> ln.Artifact:
     import lamindb as ln
 
     started = time.perf_counter()
@@ -420,7 +503,6 @@ def register(
     if key is None and not dataset:
         raise MetadataError("sdata.attrs['dataset'] is missing: set it (the dataset key) or pass key=...")
     dataset = str(dataset or Path(str(key)).stem)
-    overrides = {"tissue": tissue, "disease": disease, "organism": organism, "assay": assay}
     attrs, terms = complete_attrs(sdata.attrs, overrides, dataset)
     if dataset != sdata.attrs.get("dataset"):
         attrs["dataset"] = dataset
@@ -428,37 +510,29 @@ def register(
     # (of a class that lamindb writes with spora-sd's writer)
     to_store = _with(sdata, attrs=attrs, cls=_linear_writer_class())
     key = key or artifact_key(dataset)
-    entry = _registry_entry(dataset)
-    if description is None and entry is not None:
-        description = entry.citation
 
-    t0 = time.perf_counter()
-    previous = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
-    # writes the zarr store to the cache (with spora-sd's writer: see _linear_writer_class) and hashes it
-    # (nothing is saved in the instance yet); an identical store returns the saved artifact
-    with quiet():  # lamindb's own notes ("returning artifact with same hash ..."); we log ours
-        artifact = ln.Artifact.from_spatialdata(to_store, key=key, description=description, revises=previous, run=False)
-    t1 = time.perf_counter()
-    if not artifact._state.adding:
-        logger.info("%s: same content as artifact %s (%s); nothing new saved", key, artifact.uid, artifact.key)
-        return artifact
-    curator = _validated_curator(_curation_view(to_store, terms), _summary(to_store, dataset))
-    t2 = time.perf_counter()
-
-    run = ln.Run(
-        _transform(),
-        params={"cohort": source_path or "<SpatialData>", "key": key, "dataset": dataset, **overrides},
-        initiated_by_run=ln.context.run,
-        status="started",
-    ).save()
-    artifact.run = run
-    # the curator validated the view; it saves and annotates the artifact of the user's object
-    curator._artifact = artifact
-    with quiet():  # "returning schema with same hash" for every slot
-        artifact = curator.save_artifact()
-    run.finished_at = datetime.now(UTC)
-    run._status_code = 0  # completed; lamindb's own flow() finishes runs the same way
-    run.save()
+    with instance_lock(f"register:{key}"):  # a concurrent register of the same key waits here, then finds ours
+        t0 = time.perf_counter()
+        previous = ln.Artifact.filter(key=key, is_latest=True).one_or_none()
+        # writes the zarr store to the cache (with spora-sd's writer: see _linear_writer_class) and hashes
+        # it (nothing is saved in the instance yet); an identical store returns the saved artifact
+        with quiet():  # lamindb's own notes ("returning artifact with same hash ..."); we log ours
+            artifact = ln.Artifact.from_spatialdata(
+                to_store,
+                key=key,
+                description=_description(dataset, description),
+                revises=previous,
+                run=False,
+                storage=shared_storage(),  # a shared instance's bucket; None: the default storage
+            )
+        t1 = time.perf_counter()
+        if not artifact._state.adding:
+            logger.info("%s: same content as artifact %s (%s); nothing new saved", key, artifact.uid, artifact.key)
+            return artifact
+        curator = validate(to_store, terms, summary(to_store, dataset, "spatialdata"))
+        t2 = time.perf_counter()
+        params = {"cohort": source_path or "<SpatialData>", "key": key, "dataset": dataset, "mode": "spatialdata"}
+        artifact = annotate(artifact, curator, {**params, **overrides})
     t3 = time.perf_counter()
     logger.info(
         "registered %s as %s (%s) in %.1f s: write + hash %.1f s, curation %.1f s, save + annotate %.1f s",

@@ -9,7 +9,9 @@ slot                       what it validates
 ``tables:cells:obs``       cell-type columns ``cell_type`` and ``cell_category`` (``bt.CellType``, or
                            ``ULabel`` for labels that no CL term fits), both optional
 ``tables:cells:var``       the markers: ``uniprot_id``, ``qc_pass``, ``is_nuclear_marker`` (optional)
-``__external__``           ``dataset`` (key), ``n_tissues``, ``n_cells``: for search and listing
+``__external__``           ``dataset`` (key), ``n_tissues``, ``n_cells``, ``stored_as`` (``cohort``: the
+                           folder in place; ``spatialdata``: a copy), ``format_version`` (of
+                           ``sdata.attrs["spora"]``): for search and listing
 =========================  =============================================================================
 
 The curator is lamindb's own :class:`lamindb.curators.SpatialDataCurator`; see
@@ -113,7 +115,13 @@ def _define_schema() -> ln.Schema:
     ).save()
     external = ln.Schema(
         name="spora cohort summary",
-        features=[_feature("dataset", str), _feature("n_tissues", int), _feature("n_cells", int)],
+        features=[
+            _feature("dataset", str),
+            _feature("n_tissues", int),
+            _feature("n_cells", int),
+            _feature("stored_as", str),
+            _feature("format_version", str),
+        ],
     ).save()
     return ln.Schema(
         name=SCHEMA_NAME,

@@ -1,4 +1,4 @@
-"""The LaminDB part of ``make demo``: a local instance, one registration, two searches, one load."""
+"""The LaminDB part of ``make demo``: a local instance, one in-place registration, two searches, one load."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ def _contents(sdata: Any) -> tuple[set[str], set[str], dict[str, tuple[int, int]
 
 
 def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[str]) -> None:
-    """Register a cohort in a local instance under ``instance_dir``, search it, load it back.
+    """Register a cohort in place in a local instance under ``instance_dir``, search it, load it back.
 
     The SQLite instance (with the offline ontologies) is created on the first call and reused
-    afterwards; registering the same cohort again creates nothing new. Labels that the cohort does
+    afterwards. The cohort folder is registered where it is (no copy; its parent folder becomes a
+    storage location of the instance); registering it again creates nothing new. Labels that the cohort does
     not carry (a synthetic cohort has none) are taken from :data:`DEMO_LABELS`; the assay comes from
     its modalities. Progress goes to the ``spora_sd.lamin.walkthrough`` logger.
 
@@ -56,7 +57,7 @@ def demo(cohort_path: str | os.PathLike[str], instance_dir: str | os.PathLike[st
     missing = {field: DEMO_LABELS[field] for field in missing_fields(sdata.attrs) if field in DEMO_LABELS}
     if missing:
         logger.info("%s carries no %s: using the demo's labels %s", cohort_path, ", ".join(missing), missing)
-    artifact = register(sdata, **missing)
+    artifact = register(cohort_path, **missing)
     tissue, disease = artifact.tissues.first(), artifact.diseases.first()
     logger.info("registered %s as %s in %s (%s; %s)", cohort_path, artifact.key, slug, tissue.name, disease.name)
     for criterion in ({"tissue": tissue.name}, {"disease": disease.ontology_id}):

@@ -60,7 +60,9 @@ class CohortPaths:
     root: Path
 
     def __init__(self, root: str | Path) -> None:
-        object.__setattr__(self, "root", Path(root))
+        # a remote root (a upath.UPath: s3://, https://) is kept as it is: it joins like a Path
+        remote = not isinstance(root, str | Path) and hasattr(root, "protocol") and hasattr(root, "fs")
+        object.__setattr__(self, "root", root if remote else Path(root))
 
     @property
     def dataset(self) -> str:

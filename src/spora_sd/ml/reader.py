@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from spora_sd.errors import CohortFormatError, InvalidArgumentError
+from spora_sd.io.location import as_path
 
 __all__ = ["DEFAULT_CACHE_BYTES", "ArraySource", "ReadStats", "TileReader", "ZarrSource"]
 
@@ -52,10 +53,10 @@ def _is_zarr_array(array: Any) -> bool:
 
 
 def open_zarr_array(path: str) -> Any:
-    """Open a Zarr v3 array read-only (the default opener of :class:`ZarrSource`)."""
-    import zarr
+    """Open a Zarr v3 array read-only (the default opener of :class:`ZarrSource`); local or remote."""
+    from spora_sd.io.images import open_zarr
 
-    return zarr.open_array(path, mode="r", zarr_format=3)
+    return open_zarr(path)
 
 
 class ZarrSource:
@@ -109,7 +110,8 @@ class ZarrSource:
                 from spora_sd.io.images import CheckedLevel
 
                 # checked reads: a missing shard or a corrupt chunk raises (naming it) instead of giving zeros
-                array = CheckedLevel(Path(self.path).parent, Path(self.path).name, array)
+                level = as_path(self.path)  # a local path or a remote URL (with its cohort's options)
+                array = CheckedLevel(level.parent, level.name, array)
             self._array, self._pid = array, os.getpid()
         return self._array
 

@@ -28,7 +28,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -207,6 +207,7 @@ class Standardizer:
         standardization: str = "quantile_clipping_log1p/uq_0.99",
         resolution: float | None = None,
         zscore: bool = True,
+        storage_options: dict[str, Any] | None = None,
     ) -> Standardizer:
         """Load the statistics of ``<modality>/<res>/standardization/<method>/<param>/`` of a cohort.
 
@@ -222,6 +223,8 @@ class Standardizer:
             Microns per pixel (default: the finest stored).
         zscore
             Apply step 3 with the global means and stds.
+        storage_options
+            Options of the remote filesystem when ``cohort`` is remote (see :func:`spora_sd.open_cohort`).
 
         Examples
         --------
@@ -232,7 +235,7 @@ class Standardizer:
         """
         from spora_sd.io.cohort import open_cohort
 
-        cohort = open_cohort(cohort)
+        cohort = open_cohort(cohort, storage_options=storage_options)
         if not layout.is_multiplex(modality):
             raise InvalidArgumentError(
                 f"standardization statistics exist for multiplex modalities only, not {modality!r}"

@@ -180,6 +180,9 @@ class TileDataset(_DatasetBase):
         Budget of the decoded-chunk cache of each worker.
     numpy
         Return numpy arrays even when torch is installed.
+    storage_options
+        Options of the remote filesystem when ``cohort`` is remote (``s3://``, ``https://``, an rclone
+        remote; see :func:`spora_sd.open_cohort`). Each worker reads only the chunks of its tiles.
 
     Examples
     --------
@@ -210,10 +213,11 @@ class TileDataset(_DatasetBase):
         min_tissue: float = 0.5,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         numpy: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         from spora_sd.io.cohort import open_cohort
 
-        cohort = open_cohort(cohort)
+        cohort = open_cohort(cohort, storage_options=storage_options)
         layout.check_modality(modality)
         if modality not in cohort.modalities:
             raise CohortNotFoundError(f"{cohort.path}: no {modality!r} folder (modalities: {cohort.modalities})")
@@ -223,9 +227,10 @@ class TileDataset(_DatasetBase):
         rows = self._tissue_rows(cohort.tissues, modality, tissues, split, labels, where=str(cohort.paths.tissues))
         sources = []
         skipped = []
+        on_disk = set(cohort.image_tissue_ids(modality, mpp))  # one listing (local or remote), not one stat each
         for tissue_id, label_values in rows:
             image_path = cohort.paths.image(modality, mpp, tissue_id)
-            if not image_path.exists():
+            if tissue_id not in on_disk:
                 skipped.append(image_path)
                 continue
             sources.append(

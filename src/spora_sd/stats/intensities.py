@@ -29,7 +29,7 @@ import pandas as pd
 from spora_sd import layout
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError
 from spora_sd.io.cohort import Cohort, open_cohort
-from spora_sd.io.images import open_image_levels
+from spora_sd.io.images import check_image_metadata, open_level, read_image_metadata
 from spora_sd.io.masks import read_mask
 from spora_sd.stats.parallel import imap_tissues
 
@@ -249,9 +249,14 @@ def image_means(
     Checks that the image and the mask have the same height and width and that the image has the
     ``n_channels`` channels that ``channels_per_tissue.parquet`` lists for it; with ``channel_names``
     and ``mpp``, also that its OME metadata names those channels in that order and has that scale
-    (:func:`spora_sd.io.images.open_image_levels`), so a mean is never filed under another channel.
+    (:func:`spora_sd.io.images.check_image_metadata`), so a mean is never filed under another channel.
+
+    Only level 0 is opened, and it is read through Zarr without dask: a tissue is one small read per
+    strip, and a dask graph and thread pool per tissue cost more than the read itself on a cohort of
+    small images (and made the per-tissue time grow with the machine's load).
     """
-    image = open_image_levels(image_path, mpp=mpp, channel_names=channel_names, on_mismatch=on_mismatch)[0]
+    meta = read_image_metadata(image_path)
+    image = open_level(image_path, meta.level_paths[0])  # checked: Zarr v3, (c, y, x), dtype, size
     if tuple(image.shape[1:]) != mask.shape:
         raise CohortFormatError(
             mask_path, "mask.shape", f"mask shape {mask.shape} differs from image shape {tuple(image.shape[1:])}"
@@ -260,6 +265,7 @@ def image_means(
         raise CohortFormatError(
             image_path, "image.channels", f"{image.shape[0]} channels, but channels_per_tissue lists {n_channels}"
         )
+    check_image_metadata(meta, mpp=mpp, channel_names=channel_names, on_mismatch=on_mismatch)
     return label_means(image, _labels(mask, mask_path), index)
 
 
@@ -306,6 +312,7 @@ def compute_cell_intensities(
     resolution: float | None = None,
     tissues: Sequence[str] | None = None,
     progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Mean intensity of every channel over every cell of the instance masks, tissue by tissue.
 
@@ -322,6 +329,8 @@ def compute_cell_intensities(
         Tissue ids to measure (default: every tissue of ``modality``).
     progress
         Show a progress bar on stderr.
+    storage_options
+        Options of the remote filesystem when ``cohort`` is remote (see :func:`spora_sd.open_cohort`).
 
     Returns
     -------
@@ -338,7 +347,7 @@ def compute_cell_intensities(
     >>> list(df.columns[:2])
     ['tissue_id', 'cell_id']
     """
-    cohort = open_cohort(cohort)
+    cohort = open_cohort(cohort, storage_options=storage_options)
     if modality not in cohort.multiplex_modalities:
         raise CohortNotFoundError(
             f"{cohort.path}: no multiplex modality {modality!r} (found: {cohort.multiplex_modalities or 'none'})"

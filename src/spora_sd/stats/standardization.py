@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -365,6 +366,8 @@ def compute_standardizations(
     use_tissue_mask: bool = True,
     overwrite: bool = True,
     progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    output: str | Path | None = None,
 ) -> list[Path]:
     """Like :func:`compute_standardization`, for several methods in one pass over the images.
 
@@ -383,11 +386,12 @@ def compute_standardizations(
     >>> [p.parent.name for p in compute_standardizations(root)]
     ['quantile_clipping', 'quantile_clipping_log1p']
     """
-    cohort = open_cohort(cohort)
+    cohort = open_cohort(cohort, storage_options=storage_options)
+    target = cohort.output_paths(output)  # a remote cohort is read, never written: output= a local folder
     methods = tuple(dict.fromkeys(methods))
     param = standardization_param(upper_quantile, lower_quantile)
     setup = _setup(cohort, modality, methods, upper_quantile, lower_quantile, resolution, use_tissue_mask)
-    folders = [cohort.paths.standardization_dir(modality, setup.mpp, m, param) for m in methods]
+    folders = [target.standardization_dir(modality, setup.mpp, m, param) for m in methods]
     if not overwrite:
         existing = [f for f in folders if f.exists()]
         if existing:
@@ -454,13 +458,13 @@ def compute_standardizations(
                 kind = "standardization_image" if name.startswith("image_level") else "standardization_global"
                 write_table(
                     df,
-                    cohort.paths.standardization_file(tmp, name),
+                    target.standardization_file(tmp, name),
                     kind,
                     channels=setup.panel,
                     dataset=cohort.dataset,
                 )
         logger.info("wrote %s", folder)
-    update_manifest(cohort.path, folders)  # a cohort exported with a manifest keeps it current
+    update_manifest(target.root, folders)  # a cohort exported with a manifest keeps it current
     return folders
 
 
@@ -474,6 +478,8 @@ def compute_standardization(
     use_tissue_mask: bool = True,
     overwrite: bool = True,
     progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    output: str | Path | None = None,
 ) -> Path:
     """Compute and write the spec §6 standardization tables of one method.
 
@@ -525,6 +531,11 @@ def compute_standardization(
         Replace an existing folder (else :class:`~spora_sd.errors.TargetExistsError`).
     progress
         Show a progress bar.
+    storage_options
+        Options of the remote filesystem when ``cohort`` is remote (see :func:`spora_sd.open_cohort`).
+    output
+        A local cohort folder to write the tables into (same relative paths) instead of the cohort
+        itself; required for a remote cohort, which is never written to.
 
     Returns
     -------
@@ -549,4 +560,6 @@ def compute_standardization(
         use_tissue_mask=use_tissue_mask,
         overwrite=overwrite,
         progress=progress,
+        storage_options=storage_options,
+        output=output,
     )[0]

@@ -26,6 +26,7 @@ import logging
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from spora_sd.errors import CohortNotFoundError, InvalidArgumentError, TargetExi
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.manifest import update_manifest
 from spora_sd.io.masks import read_mask
+from spora_sd.io.remote import is_file
 from spora_sd.io.tables import write_table
 from spora_sd.stats.parallel import map_tissues
 
@@ -180,6 +182,8 @@ def compute_tiling(
     resolution: float | None = None,
     overwrite: bool = True,
     progress: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    output: str | Path | None = None,
 ) -> Path:
     """Compute the tiles of every tissue mask and write the spec §8 tables.
 
@@ -209,6 +213,11 @@ def compute_tiling(
         Replace existing tables (else :class:`~spora_sd.errors.TargetExistsError`).
     progress
         Show a progress bar.
+    storage_options
+        Options of the remote filesystem when ``cohort`` is remote (see :func:`spora_sd.open_cohort`).
+    output
+        A local cohort folder to write the tables into (same relative paths) instead of the cohort
+        itself; required for a remote cohort, which is never written to.
 
     Returns
     -------
@@ -223,7 +232,8 @@ def compute_tiling(
     >>> compute_tiling(root, tile_size=32, strategy="grid").relative_to(root).as_posix()
     'tiling/1_0mpp/grid/32_tile_coordinates.parquet'
     """
-    cohort = open_cohort(cohort)
+    cohort = open_cohort(cohort, storage_options=storage_options)
+    target = cohort.output_paths(output)  # a remote cohort is read, never written: output= a local folder
     if isinstance(tile_size, bool) or not isinstance(tile_size, int | np.integer) or tile_size <= 0:
         raise InvalidArgumentError(f"tile_size must be a positive integer, got {tile_size!r}")
     tile_size = int(tile_size)
@@ -240,15 +250,15 @@ def compute_tiling(
             raise CohortNotFoundError(f"{cohort.path / layout.SEGMENTATIONS_DIR}: no tissue masks to tile")
         resolution = available[0]
     mpp = float(resolution)
-    coordinates_file = cohort.paths.tile_coordinates(mpp, strategy, tile_size)
-    stats_file = cohort.paths.tile_stats(mpp, strategy, tile_size)
+    coordinates_file = target.tile_coordinates(mpp, strategy, tile_size)
+    stats_file = target.tile_stats(mpp, strategy, tile_size)
     if not overwrite and (coordinates_file.exists() or stats_file.exists()):
         raise TargetExistsError(f"{coordinates_file} exists; pass overwrite=True to replace it")
 
     jobs, missing = [], []
     for tissue_id in cohort.tissue_ids():
         mask = cohort.paths.tissue_mask(mpp, tissue_id)
-        if mask.is_file():
+        if is_file(mask):
             jobs.append(_TileJob(tissue_id, str(mask), tile_size, int(stride), strategy, float(min_tissue)))
         else:
             missing.append(mask)
@@ -272,6 +282,6 @@ def compute_tiling(
     stats = pd.DataFrame([s for _, _, s in results], index=pd.Index([j.tissue_id for j in jobs], name="tissue_id"))
     write_table(coordinates, coordinates_file, "tile_coordinates", index=False, dataset=cohort.dataset)
     write_table(stats, stats_file, "tile_stats", dataset=cohort.dataset)
-    update_manifest(cohort.path, [coordinates_file, stats_file])  # a cohort exported with a manifest keeps it current
+    update_manifest(target.root, [coordinates_file, stats_file])  # a cohort exported with a manifest keeps it current
     logger.info("wrote %s (%d tiles over %d tissues)", coordinates_file, int(sum(n_tiles)), len(jobs))
     return coordinates_file

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from spora_sd.io.images import (
     shard_keys,
 )
 from spora_sd.io.limits import check_image_size
+from spora_sd.io.remote import walk_files
 from spora_sd.layout import IMAGE_DTYPES
 from spora_sd.report import Problem
 
@@ -135,12 +135,12 @@ def _check_level(
             problems.append(missing)
         n_chunks = int(np.prod([s // c for s, c in zip(shard, chunk, strict=True)]))
         chunk_dir = level_path / "c"
-        for dirpath, _, filenames in os.walk(chunk_dir):
-            for name in filenames:
-                reason = shard_index_problem(Path(dirpath) / name, n_chunks)
-                if reason:
-                    file_rel = f"{rel}/{Path(dirpath, name).relative_to(level_path).as_posix()}"
-                    problems.append(Problem(file_rel, "image.truncated", reason))
+        # local: a walk of the folder; remote: one recursive listing, then the index of each shard
+        # (its last bytes) with one range request
+        for name, _ in walk_files(chunk_dir):
+            reason = shard_index_problem(chunk_dir / name, n_chunks)
+            if reason:
+                problems.append(Problem(f"{rel}/c/{name}", "image.truncated", reason))
     if deep and not any(p.file == rel or p.file.startswith(f"{rel}/") for p in problems):
         _decode_all(level_path, rel, problems)
     return shape

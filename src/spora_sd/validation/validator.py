@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,9 @@ import pandas as pd
 from spora_sd import layout
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, LayoutNameError
 from spora_sd.io.atomic import is_temporary
+from spora_sd.io.location import display_location, is_remote
 from spora_sd.io.masks import read_mask, read_mask_shape
+from spora_sd.io.remote import is_dir, is_local, listdir, walk_files
 from spora_sd.layout import CohortPaths
 from spora_sd.report import ValidationReport
 from spora_sd.validation.images import check_image
@@ -89,10 +92,7 @@ _MODALITY_TABLES = (layout.CHANNELS_FILE, layout.CHANNELS_PER_TISSUE_FILE)
 
 
 def _entries(path: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    return listdir(path, hidden=True)  # local or remote (spora_sd.io.remote); hidden: temporary names too
 
 
 class _Validator:
@@ -103,7 +103,7 @@ class _Validator:
         self.paths = CohortPaths(root)
         self.deep = deep
         self.allow_partial = allow_partial
-        self.report = ValidationReport(root=str(root))
+        self.report = ValidationReport(root=display_location(root))
         self.dataset = root.name
         self.tissues: pd.DataFrame | None = None
         self.tissue_ids_by_modality: dict[str, set[str]] = {}
@@ -115,7 +115,14 @@ class _Validator:
 
     # helpers -------------------------------------------------------------------------------------
     def add(self, file: Path | str, rule: str, message: str, severity: str = "error") -> None:
-        self.report.add(file, rule, message, severity)  # type: ignore[arg-type]
+        self.report.add(self._local_form(file), rule, message, severity)  # type: ignore[arg-type]
+
+    def _local_form(self, file: Any) -> Any:
+        """A remote file as its path relative to the cohort (the report's form), local files as they are."""
+        if is_local(self.root):
+            return file
+        text, root = str(file), str(self.root).rstrip("/") + "/"
+        return text[len(root) :] if text.startswith(root) else display_location(text)
 
     def failed(self, file: Path, exc: BaseException) -> None:
         """A check crashed on one file: report it there (``check.failed``) and go on with the others."""
@@ -123,7 +130,7 @@ class _Validator:
         self.add(getattr(exc, "file", file), getattr(exc, "rule", "check.failed"), f"{type(exc).__name__}: {exc}")
 
     def rel(self, path: Path) -> str:
-        return self.report._rel(path)
+        return self.report._rel(self._local_form(path))
 
     @property
     def all_tissue_ids(self) -> set[str]:
@@ -131,6 +138,8 @@ class _Validator:
 
     def check_inside(self, path: Path) -> bool:
         """A symlink (or anything) that resolves outside the cohort is refused."""
+        if not is_local(self.root):
+            return True  # object stores have no symlinks; the names themselves are checked by the layout
         try:
             resolved = path.resolve()
         except (OSError, RuntimeError):
@@ -189,16 +198,30 @@ class _Validator:
                 self.add(path, "layout.resolution_name", str(exc))
         return out
 
+    def _temporary_remote(self) -> None:
+        """Temporary names anywhere in a remote cohort (one recursive listing), reported once per name."""
+        seen: set[str] = set()
+        for rel, _ in walk_files(self.root):
+            parts = rel.split("/")
+            for i, name in enumerate(parts):
+                where = "/".join(parts[: i + 1])
+                if is_temporary(name) and where not in seen:
+                    seen.add(where)
+                    self.add(self.root / where, "layout.temporary_file", "left by an interrupted write; delete it")
+                    break
+
     # checks --------------------------------------------------------------------------------------
     def check_root(self) -> bool:
-        if not self.root.is_dir():
-            self.add(self.root, "layout.root", "not a folder")
+        if not is_dir(self.root):
+            self.add(self.root, "layout.root", "not a folder" if is_local(self.root) else "nothing stored there")
             return False
         try:
             layout.check_dataset_key(self.dataset)
         except LayoutNameError as exc:
             self.add(self.root, "layout.dataset_key", str(exc))
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        if not is_local(self.root):
+            self._temporary_remote()
+        for dirpath, dirnames, filenames in os.walk(self.root) if is_local(self.root) else ():
             for name in dirnames + filenames:
                 if is_temporary(name):
                     self.add(Path(dirpath) / name, "layout.temporary_file", "left by an interrupted write; delete it")
@@ -640,7 +663,13 @@ class _Validator:
             self.failed(where, exc)
 
 
-def validate(path: str | Path, *, deep: bool = False, allow_partial: bool = False) -> ValidationReport:
+def validate(
+    path: str | Path,
+    *,
+    deep: bool = False,
+    allow_partial: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> ValidationReport:
     """Check a cohort against every rule of the spora layout.
 
     Parameters
@@ -657,6 +686,11 @@ def validate(path: str | Path, *, deep: bool = False, allow_partial: bool = Fals
         (size and CRC32C: finds altered and swapped files; :mod:`spora_sd.validation.manifest`).
     allow_partial
         Report files missing from a partial copy (e.g. only ``imc/`` was copied) as warnings.
+    storage_options
+        Options of the remote filesystem when ``path`` is remote (``s3://``, ``https://``, an rclone
+        remote): the same checks run over the network (shard indexes with range requests; ``deep``
+        reads every byte). A server that cannot be read raises its
+        :class:`~spora_sd.errors.RemoteAccessError` (it says nothing about the cohort).
 
     Returns
     -------
@@ -670,12 +704,19 @@ def validate(path: str | Path, *, deep: bool = False, allow_partial: bool = Fals
     >>> report.ok, report.problems
     (True, [])
     """
+    if (isinstance(path, str) and is_remote(path)) or not isinstance(path, str | os.PathLike):
+        from spora_sd.datasets.registry import resolve_cohort
+
+        remote = resolve_cohort(path, storage_options=storage_options)
+        return _Validator(remote, deep=deep, allow_partial=allow_partial).run()
     root = Path(path).expanduser()
     if not root.exists() and len(root.parts) == 1:
         # a dataset key or an alias: the same look-up as open_cohort (which would also read the tables)
         from spora_sd.datasets.registry import resolve_cohort
 
         with contextlib.suppress(CohortNotFoundError, LayoutNameError):
-            root = resolve_cohort(str(path))
+            root = resolve_cohort(str(path), storage_options=storage_options)
+        if not is_local(root):
+            return _Validator(root, deep=deep, allow_partial=allow_partial).run()
     root = root.resolve() if root.exists() else root
     return _Validator(root, deep=deep, allow_partial=allow_partial).run()

@@ -1,0 +1,24 @@
+// The one entry of the bundle: Vitessce and React, mounted by spora-sd's page (src/spora_sd/viewer/page.py).
+import React from "react";
+import { createRoot } from "react-dom/client";
+import { Vitessce } from "vitessce";
+
+let root = null;
+
+/**
+ * Show a Vitessce view config in `element`; a second call replaces the view (another tissue).
+ * A fresh React root per config, so no state of the previous tissue's view survives.
+ */
+export function mountVitessce(element, config, height) {
+  if (root !== null) {
+    root.unmount();
+  }
+  root = createRoot(element);
+  root.render(
+    React.createElement(Vitessce, {
+      config,
+      height: height || 800,
+      theme: "light",
+    }),
+  );
+}

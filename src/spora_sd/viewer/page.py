@@ -1,0 +1,92 @@
+"""The HTML page of ``spora-sd view``: a tissue picker above Vitessce, everything from the same server.
+
+The page imports the local bundle (``/static/vitessce-bundle.js``, an ES module exporting
+``mountVitessce``), fetches ``/api/config/<tissue>.json`` and mounts Vitessce with it. Picking another
+tissue mounts the other tissue's config (and puts it in the address, ``?tissue=<id>``, so a reload
+or a shared link shows the same tissue). Nothing is loaded from another host.
+
+Examples
+--------
+>>> html = index_html({"cohort": "demo2025cohort", "modality": "imc", "tissues": ["a_1", "b_2"]})
+>>> '<option value="b_2">b_2</option>' in html, "https://" in html
+(True, False)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from spora_sd.viewer.bundle import BUNDLE_JS
+
+__all__ = ["index_html"]
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>
+  html, body {{ margin: 0; height: 100%; font-family: system-ui, sans-serif; background: #fff; }}
+  header {{ display: flex; gap: 1em; align-items: center; padding: 6px 12px; border-bottom: 1px solid #ddd; }}
+  header h1 {{ font-size: 15px; margin: 0; font-weight: 600; }}
+  #status {{ color: #666; font-size: 13px; }}
+  #vitessce {{ position: absolute; top: 42px; left: 0; right: 0; bottom: 0; }}
+</style>
+</head>
+<body>
+<header>
+  <h1>{cohort} <small>({modality})</small></h1>
+  <label>tissue <select id="tissue-picker">{options}</select></label>
+  <span id="status"></span>
+</header>
+<div id="vitessce"></div>
+<script type="module">
+import {{ mountVitessce }} from "/static/{js}";
+const tissues = {tissues};
+const picker = document.getElementById("tissue-picker");
+const status = document.getElementById("status");
+const element = document.getElementById("vitessce");
+
+async function show(tissue) {{
+  status.textContent = "loading " + tissue + " ...";
+  const response = await fetch("/api/config/" + encodeURIComponent(tissue) + ".json");
+  if (!response.ok) {{
+    status.textContent = "cannot load " + tissue + ": " + (await response.text());
+    return;
+  }}
+  const config = await response.json();
+  mountVitessce(element, config, element.clientHeight);
+  document.body.dataset.tissue = tissue;
+  status.textContent = "";
+}}
+
+picker.addEventListener("change", () => {{
+  const url = new URL(window.location);
+  url.searchParams.set("tissue", picker.value);
+  window.history.replaceState(null, "", url);
+  show(picker.value);
+}});
+const asked = new URL(window.location).searchParams.get("tissue");
+picker.value = tissues.includes(asked) ? asked : tissues[0];
+show(picker.value);
+</script>
+</body>
+</html>
+"""
+
+
+def index_html(summary: dict[str, Any]) -> str:
+    """The page for ``summary`` (``cohort``, ``modality``, ``tissues`` as :meth:`ViewSession.summary` gives)."""
+    tissues = [str(t) for t in summary["tissues"]]
+    options = "".join(f'<option value="{html.escape(t)}">{html.escape(t)}</option>' for t in tissues)
+    return _PAGE.format(
+        title=html.escape(f"{summary['cohort']}: spora-sd view"),
+        cohort=html.escape(str(summary["cohort"])),
+        modality=html.escape(str(summary["modality"])),
+        options=options,
+        # a JSON array inside a <script>: "</" must not end the script
+        tissues=json.dumps(tissues).replace("</", "<\\/"),
+        js=BUNDLE_JS,
+    )

@@ -1,0 +1,122 @@
+"""The view server over real HTTP on loopback: routes, byte ranges, what it refuses, the config it serves."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+
+import pytest
+
+from spora_sd.errors import InvalidArgumentError, ViewerBundleMissingError
+from spora_sd.viewer.server import ViewServer
+
+
+def _get(server: ViewServer, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def server(small_cohort: Path) -> ViewServer:
+    with ViewServer(small_cohort) as running:
+        yield running
+
+
+def test_page_lists_every_tissue_and_loads_nothing_from_another_host(server: ViewServer) -> None:
+    status, headers, body = _get(server, "/")
+    html = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    for tissue in server.session.tissues:
+        assert f'<option value="{tissue}">' in html
+    assert "/static/vitessce-bundle.js" in html
+    assert "http://" not in html and "https://" not in html
+
+
+def test_config_names_the_real_channels_and_the_served_stores(server: ViewServer, small_cohort: Path) -> None:
+    import spora_sd
+
+    tissue = server.session.tissues[0]
+    status, _, body = _get(server, f"/api/config/{tissue}.json")
+    config = json.loads(body)
+    assert status == 200 and config["name"] == tissue
+    files = {f["fileType"]: f["url"] for f in config["datasets"][0]["files"]}
+    assert files["image.ome-zarr"] == f"{server.url}data/{tissue}/image.zarr"
+    assert files["obsSegmentations.ome-zarr"] == f"{server.url}data/{tissue}/labels.zarr"
+    assert files["anndata.zarr"] == f"{server.url}data/{tissue}/cells.zarr"
+    assert {v["component"] for v in config["layout"]} == {"spatialBeta", "layerControllerBeta", "obsSets", "heatmap"}
+    # the visible channels start with the nuclear marker, with a contrast window from the 99th percentile
+    cohort = spora_sd.open_cohort(small_cohort)
+    channels = cohort.image_metadata(tissue, "imc").channel_names
+    targets = config["coordinationSpace"]["spatialTargetC"]
+    windows = config["coordinationSpace"]["spatialChannelWindow"]
+    first = channels[targets["init_A_image_0"]]
+    assert first == "DNA1"
+    upper = cohort.standardization("imc", "quantile_clipping")["image_level_upper_quantiles"]
+    assert windows["init_A_image_0"] == [0.0, pytest.approx(float(upper.loc[tissue, first]))]
+    # the cells are coloured by cell type from the start: every type selected, each with a colour
+    selection = next(iter(config["coordinationSpace"]["obsSetSelection"].values()))
+    types = sorted(cohort.cells(columns=["cell_type"], tissues=[tissue])["cell_type"].unique())
+    assert selection == [["cell type", t] for t in types]
+
+
+def test_image_chunks_are_served_as_the_byte_ranges_asked_for(server: ViewServer) -> None:
+    tissue = server.session.tissues[1]
+    shard = server.session.image_folder(tissue) / "0" / "c" / "0" / "0" / "0"
+    data = shard.read_bytes()
+    server.log.clear()
+    status, headers, body = _get(server, f"/data/{tissue}/image.zarr/0/c/0/0/0", {"Range": "bytes=-20"})
+    assert status == 206 and body == data[-20:]
+    assert headers["Content-Range"] == f"bytes {len(data) - 20}-{len(data) - 1}/{len(data)}"
+    status, _, body = _get(server, f"/data/{tissue}/image.zarr/0/c/0/0/0", {"Range": "bytes=5-104"})
+    assert status == 206 and body == data[5:105]
+    status, _, body = _get(server, f"/data/{tissue}/image.zarr/zarr.json")
+    assert status == 200 and json.loads(body)["attributes"]["ome"]["version"] == "0.5"
+    # the log has every request, with the range the server read
+    logged = server.log.data_requests(tissue)
+    assert [(r.status, r.byte_range) for r in logged] == [
+        (206, (len(data) - 20, len(data))),
+        (206, (5, 105)),
+        (200, None),
+    ]
+
+
+def test_unsatisfiable_range_is_416(server: ViewServer) -> None:
+    tissue = server.session.tissues[0]
+    status, headers, _ = _get(server, f"/data/{tissue}/image.zarr/zarr.json", {"Range": "bytes=999999-"})
+    assert status == 416 and headers["Content-Range"].startswith("bytes */")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/data/{t}/image.zarr/../../../../metadata/tissues.parquet",
+        "/data/{t}/image.zarr/%2e%2e/%2e%2e/%2e%2e/%2e%2e/metadata/tissues.parquet",
+        "/data/{t}/labels.zarr/../../../etc/passwd",
+        "/data/not_a_tissue_0000/image.zarr/zarr.json",
+        "/data/{t}/secrets.zarr/x",
+        "/static/../server.py",
+        "/api/config/nope.json",
+    ],
+)
+def test_nothing_outside_a_store_is_served(server: ViewServer, path: str) -> None:
+    status, _, body = _get(server, path.format(t=server.session.tissues[0]))
+    assert status in (404, 500), body
+    assert b"tissue_id" not in body and b"root:" not in body and b"import" not in body
+
+
+def test_missing_bundle_says_how_to_build_it(small_cohort: Path, tmp_path: Path) -> None:
+    with pytest.raises(ViewerBundleMissingError, match="make vitessce-bundle"):
+        ViewServer(small_cohort, bundle=tmp_path)
+
+
+def test_unknown_tissue_is_refused_before_serving(small_cohort: Path) -> None:
+    import spora_sd
+
+    with pytest.raises(InvalidArgumentError, match="has no imc image"):
+        spora_sd.view(small_cohort, tissue="small2025cohort_00000000_0009", open_browser=False, block=False)
