@@ -82,9 +82,13 @@ class _CountingApp:
 class S3Server:
     """moto's S3 server on ``127.0.0.1`` (a free port), with one bucket.
 
-    >>> with S3Server() as s3:  # doctest: +SKIP
-    ...     s3.upload_folder(cohort_path, "cohorts/mycohort2025study")
-    ...     open_cohort("s3://spora/cohorts/mycohort2025study", storage_options=s3.storage_options)
+    >>> with S3Server() as s3:
+    ...     s3.put("cohorts/readme.txt", b"hello")
+    ...     s3.client().get_object(Bucket="spora", Key="cohorts/readme.txt")["Body"].read()
+    b'hello'
+
+    A cohort goes up with ``s3.upload_folder(path, "cohorts/<dataset>")``, and is read back with
+    ``open_cohort("s3://spora/cohorts/<dataset>", storage_options=s3.storage_options)``.
     """
 
     def __init__(self, bucket: str = "spora") -> None:

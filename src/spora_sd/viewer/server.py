@@ -139,10 +139,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        # recorded before the body goes out: a client that has its answer finds it in the log
+        self._record(status, 0 if head else len(body))
         self.end_headers()
         if not head:
             self.wfile.write(body)
-        self._record(status, 0 if head else len(body))
 
     def _json(self, value: Any, head: bool) -> None:
         self._send(200, json.dumps(value).encode(), "application/json", head)
@@ -164,8 +165,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(416)
             self.send_header("Content-Range", f"bytes */{size}")
             self.send_header("Content-Length", "0")
-            self.end_headers()
             self._record(416, 0)
+            self.end_headers()
             return
         start, stop = byte_range or (0, size)
         self.send_response(206 if byte_range else 200)
@@ -176,6 +177,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         if byte_range:
             self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        self._record(206 if byte_range else 200, 0 if head else stop - start, byte_range)
         self.end_headers()
         if not head:
             with target.open("rb") as f:
@@ -187,7 +189,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         break
                     self.wfile.write(block)
                     left -= len(block)
-        self._record(206 if byte_range else 200, 0 if head else stop - start, byte_range)
 
     def _dispatch(self, head: bool) -> None:
         view = self.server.view
