@@ -72,6 +72,7 @@ lint: $(STAMP)
 # doctests, the Sphinx docs (warnings are errors), the notebooks, the benchmark smoke run.
 test: $(STAMP) vitessce-bundle
 	$(MAKE) lint
+	bash .ci/system-tools.sh
 	set -o pipefail; PG_URL=$$(bash .ci/postgres.sh start) || exit 1; \
 	  SPORA_SD_TEST_PG_URL=$$PG_URL $(PY) -m pytest $(PYTEST_ARGS) tests src/spora_sd --doctest-modules; rc=$$?; \
 	  bash .ci/postgres.sh stop; exit $$rc
@@ -84,6 +85,7 @@ test-unit: $(STAMP)
 # Python 3.12 (spatialdata 0.8.x resolves there). torch has no CPU wheel for 3.12 on these machines:
 # see the README's "Python 3.12" note for what that leaves out.
 test-py312: $(STAMP312) vitessce-bundle
+	bash .ci/system-tools.sh
 	set -o pipefail; PG_URL=$$(bash .ci/postgres.sh start) || exit 1; \
 	  echo "Python 3.12: tests/ml/test_torch.py is not run (no CPU torch wheel for 3.12 here; see README)"; \
 	  SPORA_SD_TEST_PG_URL=$$PG_URL $(PY312) -m pytest $(PYTEST_ARGS) tests src/spora_sd --doctest-modules --ignore=tests/ml/test_torch.py; rc=$$?; \
@@ -93,6 +95,7 @@ test-py312: $(STAMP312) vitessce-bundle
 # wheel, as above), then the test suite (PostgreSQL included) against that installed, non-editable copy.
 VENVFREE ?= .venv-unconstrained
 test-unconstrained: vitessce-bundle
+	bash .ci/system-tools.sh
 	rm -rf $(VENVFREE)
 	$(PYTHON_BOOT) -m venv $(VENVFREE)
 	$(VENVFREE)/bin/python -m pip install -q --upgrade pip

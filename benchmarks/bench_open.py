@@ -17,7 +17,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from common import WORK, PeakRSS, Result, synthetic_cohort, timed
+from common import WORK, PeakRSS, Result, imc_cohort, timed
 
 SIZES = {
     True: {"n_tissues": 3, "image_size": 200, "n_channels": 5, "n_cells": 50, "repeat": 1},
@@ -28,20 +28,7 @@ NAME = "bench2025open"
 
 def cohort(quick: bool) -> Path:
     """The benchmark cohort (shared with bench_crop), made once."""
-    p = SIZES[quick]
-    return synthetic_cohort(
-        NAME,
-        quick,
-        n_tissues=p["n_tissues"],
-        modalities=("imc",),
-        image_size=p["image_size"],
-        n_channels=p["n_channels"],
-        n_cells=p["n_cells"],
-        n_levels=2,
-        seed=0,
-        standardization=False,
-        tiling=False,
-    )
+    return imc_cohort(NAME, quick, SIZES[quick])
 
 
 def _reference(quick: bool, path: Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import Result, synthetic_cohort, timed
+from common import Result, imc_cohort, synthetic_cohort, timed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -51,19 +51,7 @@ def _open(quick: bool, s3: S3Server) -> list[Result]:
     import spora_sd
 
     p = OPEN_SIZES[quick]
-    local = synthetic_cohort(
-        "bench2025remote",
-        quick,
-        n_tissues=p["n_tissues"],
-        modalities=("imc",),
-        image_size=p["image_size"],
-        n_channels=p["n_channels"],
-        n_cells=p["n_cells"],
-        n_levels=2,
-        seed=0,
-        standardization=False,
-        tiling=False,
-    )
+    local = imc_cohort("bench2025remote", quick, p)
     url = s3.upload_folder(local, f"bench/{local.name}")
     n_images = len(spora_sd.open_cohort(local).tissue_ids("imc"))
 

@@ -93,3 +93,21 @@ def synthetic_cohort(name: str, quick: bool, **sizes: object) -> Path:
     if not (path / "metadata" / "tissues.parquet").is_file():
         make_synthetic_cohort(root, name=name, **sizes)  # type: ignore[arg-type]
     return path
+
+
+def imc_cohort(name: str, quick: bool, sizes: dict) -> Path:
+    """An IMC-only cohort of ``sizes`` (n_tissues, image_size, n_channels, n_cells), two pyramid levels,
+    no derived products: the cohort the open, crop and remote benchmarks read."""
+    return synthetic_cohort(
+        name,
+        quick,
+        n_tissues=sizes["n_tissues"],
+        modalities=("imc",),
+        image_size=sizes["image_size"],
+        n_channels=sizes["n_channels"],
+        n_cells=sizes["n_cells"],
+        n_levels=2,
+        seed=0,
+        standardization=False,
+        tiling=False,
+    )

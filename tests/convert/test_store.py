@@ -248,7 +248,8 @@ def test_failure_mid_write_leaves_no_target(sdata, tmp_path: Path) -> None:
 
 
 def test_with_a_distributed_client(sdata, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed")
+    import distributed  # a dependency of the dev and distributed extras: never skipped
+
     from spora_sd.stats.parallel import active_client
 
     with warnings.catch_warnings():
