@@ -42,7 +42,7 @@ install: $(STAMP)
 $(STAMP312): pyproject.toml constraints/py312.txt
 	@test -x $(PY312) || $(PY312_BOOT) -m venv $(VENV312)
 	$(PY312) -m pip install -q --upgrade pip
-	$(PY312) -m pip install -q -c constraints/py312.txt -e ".[io,analysis,lamin,distributed,dev]"
+	$(PY312) -m pip install -q -c constraints/py312.txt -e ".[io,analysis,lamin,distributed,remote,dev]"
 	$(PY312) -m pip install -q "black>=24" && $(PY312) -m pip install -q --no-deps "$(VITESSCE_PY)"
 	@rm -f $(VENV312)/.installed-* && touch $(STAMP312)
 
@@ -52,7 +52,7 @@ install-py312: $(STAMP312)
 # esbuild into the package's static folder, which the wheel ships. Built only when npm is present;
 # without it `spora-sd view` says how to build it.
 BUNDLE := src/spora_sd/viewer/static/vitessce-bundle.js
-BUNDLE_SRC := $(addprefix js/vitessce-bundle/,package.json package-lock.json index.js build.mjs)
+BUNDLE_SRC := $(addprefix js/vitessce-bundle/,package.json package-lock.json build.mjs) $(wildcard js/vitessce-bundle/*.js)
 
 vitessce-bundle: $(BUNDLE)
 
@@ -69,15 +69,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 # The whole suite: lint, unit and integration tests (SQLite and a real PostgreSQL server),
-# doctests, the Sphinx docs (warnings are errors), the notebooks, the benchmark smoke run.
+# doctests, the Sphinx docs (warnings are errors), the notebooks, the benchmark smoke run. The docs and
+# the smoke run are independent and each keeps about one core busy: they run side by side (quick-mode
+# figures mean nothing anyway); --output-sync keeps each one's log in one piece.
 test: $(STAMP) vitessce-bundle
 	$(MAKE) lint
 	bash .ci/system-tools.sh
 	set -o pipefail; PG_URL=$$(bash .ci/postgres.sh start) || exit 1; \
 	  SPORA_SD_TEST_PG_URL=$$PG_URL $(PY) -m pytest $(PYTEST_ARGS) tests src/spora_sd --doctest-modules; rc=$$?; \
 	  bash .ci/postgres.sh stop; exit $$rc
-	$(MAKE) docs
-	$(MAKE) bench-quick
+	$(MAKE) -j 2 --output-sync=target docs bench-quick
 
 test-unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests -m "not postgres"

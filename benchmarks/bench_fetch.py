@@ -111,6 +111,7 @@ def run(quick: bool) -> list[Result]:
     from servers import S3Server
 
     import spora_sd.io.fetch as fetch_module
+    import spora_sd.io.fetch.transfer as fetch_transfer
     from spora_sd.io.atomic import FAULT_POINT_ENV
 
     p = SIZES[quick]
@@ -143,7 +144,7 @@ def run(quick: bool) -> list[Result]:
             t_fetch, t_rclone = min(fetch_times), min(rclone_times)
 
             # resume: kill when half of the blocks are written, rerun, count what the server sends
-            blocks = sum(-(-(reference / f).stat().st_size // fetch_module._BLOCK) for f in files)
+            blocks = sum(-(-(reference / f).stat().st_size // fetch_transfer._BLOCK) for f in files)
             dest = work / "resume" / NAME
             code, _ = _fetch_process(url, dest, options, {FAULT_POINT_ENV: f"fetch.part_written@{blocks // 2}"})
             on_disk = _on_disk(dest)

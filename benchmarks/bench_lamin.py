@@ -18,9 +18,22 @@ a fresh process (lamindb's settings are read at import), with the scale benchmar
   budget; goal <= 1. The details give lamindb's per-artifact ``features.get_values()`` listing
   (what search did before) for comparison.
 
-``--quick`` runs 10- and 30-tissue cohorts of 100 cells and 5 registered cohorts, without the copy
-baseline's full size: a smoke check, whose ratios mean nothing. ``python benchmarks/bench_lamin.py``
-runs it alone.
+Straight from a bucket (moto's S3 server on loopback, ``tests/servers.py``, in the measuring process,
+with its request log):
+
+- ``lamin_remote_bytes``: ``register("s3://spora/<dataset>")`` of the 200-tissue cohort uploaded
+  there: bytes of the objects the server sent (listings aside) / bytes of the cohort's tables and
+  metadata (every object that is not an image store or a mask); goal <= 1, and no image or mask
+  request (the details count them, and give the listing bytes, the requests and the time);
+- ``lamin_catalogue``: :func:`spora_sd.lamin.register_catalogue` over four registry keys backed by
+  synthetic 20-tissue cohorts in the bucket plus one key with no copy, time per reachable cohort /
+  10 s (the in-place budget of a 200-tissue cohort); goal <= 1. The details give the rerun's time
+  per cohort (all unchanged).
+
+``--quick`` runs 10- and 30-tissue cohorts of 100 cells, 5 registered cohorts and a catalogue of
+one-tissue cohorts, without the copy baseline's full size: a smoke check, whose ratios mean
+nothing. ``python benchmarks/bench_lamin.py [--quick] [--remote]`` runs it alone (``--remote``: the
+bucket part only).
 """
 
 from __future__ import annotations
@@ -39,6 +52,10 @@ from pathlib import Path
 from common import Result
 
 SIZES = {True: (10, 30), False: (200, 2000)}
+#: registry keys of the catalogue benchmark: backed by a synthetic cohort in the bucket, or no copy
+CATALOGUE_HOSTED = ("jackson2020single", "cords2024cancer", "keren2018structured", "danenberg2022breast")
+CATALOGUE_MISSING = ("schurch2020coordinated",)
+CATALOGUE_TISSUES = {True: 1, False: 20}
 N_SEARCH = {True: 5, False: 100}
 LABELS = {"tissue": "lung", "disease": "non-small cell lung carcinoma", "organism": "human"}
 
@@ -85,7 +102,73 @@ def _old_search_listing() -> None:
         artifact.features.get_values()
 
 
-def measure(quick: bool) -> dict[str, object]:
+def _is_pixels(path: str) -> bool:
+    """Whether an object path (or request path) is part of an image store or a cell mask."""
+    return ".zarr/" in path or path.endswith(".zarr") or path.endswith(".npz")
+
+
+def _catalogue_cohorts(root: Path, quick: bool) -> list[Path]:
+    import spora_sd
+
+    sizes = {"image_size": 32 if quick else 128, "n_cells": 8 if quick else 500, "modalities": ("imc",)}
+    return [
+        spora_sd.make_synthetic_cohort(
+            root,
+            name=key,
+            n_tissues=CATALOGUE_TISSUES[quick],
+            seed=i,
+            standardization=False,
+            tiling=False,
+            **sizes,  # type: ignore[arg-type]
+        )
+        for i, key in enumerate(CATALOGUE_HOSTED)
+    ]
+
+
+def measure_remote(quick: bool, work: Path) -> dict[str, object]:
+    """The bucket figures (an instance is connected): bytes of a remote registration, catalogue time."""
+    from bench_scale import cohort
+
+    from spora_sd.lamin import register, register_catalogue
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from servers import S3Server
+
+    out: dict[str, object] = {}
+    small = cohort(SIZES[quick][0], quick)
+    hosted = _catalogue_cohorts(work / "catalogue", quick)
+    with S3Server() as s3:
+        url = s3.upload_folder(small, small.name)
+        for path in hosted:
+            s3.upload_folder(path, path.name)  # the registry's location: s3://spora/<key>
+        files = [p for p in small.rglob("*") if p.is_file()]
+        out["remote_cohort_bytes"] = sum(p.stat().st_size for p in files)
+        out["remote_table_bytes"] = sum(p.stat().st_size for p in files if not _is_pixels(p.as_posix()))
+        with s3.log.recording() as log:
+            out["remote_register"], _ = _timed(lambda: register(url, storage_options=s3.storage_options, **LABELS))
+        entries = list(log.entries)
+        listing = [e for e in entries if "list-type=2" in e[1]]
+        objects = [e for e in entries if "list-type=2" not in e[1]]
+        out["remote_requests"] = len(entries)
+        out["remote_listing_bytes"] = sum(n for _, _, n in listing)
+        out["remote_object_bytes"] = sum(n for _, _, n in objects)
+        out["remote_pixel_requests"] = sum(1 for _, p, _ in entries if _is_pixels(p.split("?", 1)[0]))
+
+        os.environ.update(s3.env())  # as a user would: the AWS variables, no local copy
+        os.environ["SPORA_DATASETS_DIR"] = str(work / "no-local-copies")
+        keys = [*CATALOGUE_HOSTED, *CATALOGUE_MISSING]
+        with s3.log.recording() as log:
+            out["catalogue"], first = _timed(lambda: register_catalogue(keys))
+        out["catalogue_pixel_requests"] = sum(1 for p in log.paths() if _is_pixels(p.split("?", 1)[0]))
+        out["catalogue_rerun"], again = _timed(lambda: register_catalogue(keys))
+        out["catalogue_summary"] = first.summary()  # type: ignore[attr-defined]
+        out["catalogue_rerun_summary"] = again.summary()  # type: ignore[attr-defined]
+        out["catalogue_reachable"] = len(CATALOGUE_HOSTED)
+        out["catalogue_tissues"] = CATALOGUE_TISSUES[quick]
+    return out
+
+
+def measure(quick: bool, parts: tuple[str, ...] = ("local", "remote")) -> dict[str, object]:
     """Every figure, in this process (which must not have imported lamindb yet)."""
     from bench_scale import cohort
 
@@ -99,13 +182,17 @@ def measure(quick: bool) -> dict[str, object]:
         from spora_sd.lamin import init_instance, register, search
         from spora_sd.lamin.fingerprint import cohort_fingerprint
 
-        small, large = (cohort(n, quick) for n in SIZES[quick])
         init_instance(work / "instance", name="bench-lamin")
         out: dict[str, object] = {"sizes": SIZES[quick]}
         # warm-up: imports, ontology indexes, schema (a tiny cohort, registered both ways)
         warm = _tiny_cohorts(work / "warm", 1)[0]
         register(warm, **LABELS)
         register(warm, mode="spatialdata", **LABELS)
+        if "remote" in parts:
+            out.update(measure_remote(quick, work))
+        if "local" not in parts:
+            return out
+        small, large = (cohort(n, quick) for n in SIZES[quick])
 
         out["in_place"], _ = _timed(lambda: register(small, **LABELS))
         out["reregister"], _ = _timed(lambda: register(small))
@@ -137,12 +224,12 @@ def measure(quick: bool) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _in_subprocess(quick: bool) -> dict[str, object]:
+def _in_subprocess(quick: bool, parts: tuple[str, ...]) -> dict[str, object]:
     from bench_scale import cohort
 
     for n in SIZES[quick]:
         cohort(n, quick)  # made here, outside the measured process
-    code = f"import json, bench_lamin; print('RESULT ' + json.dumps(bench_lamin.measure({quick})))"
+    code = f"import json, bench_lamin; print('RESULT ' + json.dumps(bench_lamin.measure({quick}, {parts!r})))"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=False
     )
@@ -152,11 +239,49 @@ def _in_subprocess(quick: bool) -> dict[str, object]:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
-def run(quick: bool) -> list[Result]:
-    m = _in_subprocess(quick)
+def _remote_results(m: dict[str, object]) -> list[Result]:
+    small = m["sizes"][0]  # type: ignore[index]
+    reachable = m["catalogue_reachable"]
+    return [
+        Result(
+            "lamin_remote_bytes",
+            m["remote_object_bytes"] / m["remote_table_bytes"],  # type: ignore[operator]
+            "<=1",
+            f"register s3://... in place, {small} tissues: object bytes read / tables + metadata bytes",
+            {
+                "image or mask requests": float(m["remote_pixel_requests"]),  # type: ignore[arg-type]
+                "requests": float(m["remote_requests"]),  # type: ignore[arg-type]
+                "listing MB": m["remote_listing_bytes"] / 1e6,  # type: ignore[operator]
+                "tables MB": m["remote_table_bytes"] / 1e6,  # type: ignore[operator]
+                "cohort MB": m["remote_cohort_bytes"] / 1e6,  # type: ignore[operator]
+                "register s": m["remote_register"],  # type: ignore[dict-item]
+            },
+        ),
+        Result(
+            "lamin_catalogue",
+            m["catalogue"] / reachable / 10.0,  # type: ignore[operator]
+            "<=1",
+            f"register_catalogue, {reachable} hosted {m['catalogue_tissues']}-tissue cohorts + 1 without a copy: "
+            "s per reachable cohort / 10 s",
+            {
+                "catalogue s": m["catalogue"],  # type: ignore[dict-item]
+                "rerun s per cohort": m["catalogue_rerun"] / reachable,  # type: ignore[operator]
+                "image or mask requests": float(m["catalogue_pixel_requests"]),  # type: ignore[arg-type]
+                "first": str(m["catalogue_summary"]),
+                "rerun": str(m["catalogue_rerun_summary"]),
+            },
+        ),
+    ]
+
+
+def run(quick: bool, parts: tuple[str, ...] = ("local", "remote")) -> list[Result]:
+    m = _in_subprocess(quick, parts)
     small, large = m["sizes"]  # type: ignore[misc]
     print(f"#   lamin: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in m.items()})}", flush=True)
-    return [
+    remote = _remote_results(m) if "remote" in parts else []
+    if "local" not in parts:
+        return remote
+    return remote + [
         Result(
             "lamin_register_in_place",
             m["in_place"] / m["copy"],  # type: ignore[operator]
@@ -206,5 +331,7 @@ def run(quick: bool) -> list[Result]:
 
 
 if __name__ == "__main__":
-    for result in run(quick="--quick" in sys.argv):
+    for result in run(
+        quick="--quick" in sys.argv, parts=("remote",) if "--remote" in sys.argv else ("local", "remote")
+    ):
         print(result.line())

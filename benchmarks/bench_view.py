@@ -2,21 +2,22 @@
 
 The cohort is synthetic: one tissue of 1000 x 1000 px with 30 IMC channels (one pyramid level; chunks
 of (30, 256, 256), sharded, zstd), its cell mask and cells. The view server runs in this process on
-loopback; Debian's Chromium (headless, software WebGL, ``tests/browser.py``) loads the page in a
-fresh browser context each time (empty cache: the 16 MB bundle is fetched and compiled every load).
+loopback; Debian's Chromium (headless, ``tests/browser.CHROMIUM_ARGS``: ``--disable-gpu``, so WebGL
+is SwiftShader's software renderer) loads the page in a fresh browser context each time (empty
+cache: the 11 MB bundle is fetched and compiled every load).
 
 Reported:
 
-- ``view_first_tile``: seconds from the start of the navigation until a screenshot of the spatial
-  view's canvas shows the image drawn at the tissue (the nuclear channel's blue, which no outline
-  colour has), best of ``repeat`` loads, against the issue's budget of 2 s (the baseline). The
-  screenshots are taken back to back, so the figure is an upper bound by one screenshot's time.
-  Also given: when the page's ``load`` event fired (bundle fetched and run) and when the first image
-  chunk request reached the server;
-  Under load a screenshot takes seconds, so the start of the last screenshot that did not show the
-  tile is reported too (the tile was drawn between the two). The requests of a load are what
-  Vitessce asks for: per shard a ``HEAD``, a range for its index, then one range for the chunk (all
-  channels of a 256 x 256 tile, read once for every channel shown);
+- ``view_first_tile``: milliseconds from the start of the navigation until the first animation frame
+  whose spatial canvas shows the image at the tissue (the nuclear channel's blue, which no outline
+  colour has), best of ``repeat`` loads, against the issue's budget of 2 s. It is measured in the page
+  (:data:`PROBE_JS`, run before the page's own scripts): after every frame in which WebGL drew, it
+  reads three 32 x 32 patches of the canvas back (``readPixels``; the contexts keep their drawing
+  buffer for it). A screenshot confirms the tile afterwards. The steps on the way, same clock:
+  the bundle received and evaluated (the page's ``spora:*`` performance marks), Vitessce mounted,
+  the first image chunk requested and received, the first uint16 texture (an image tile) uploaded.
+  Also given: the chunk decodes the bundle's zstd pool ran and how many asks it answered (Viv asks
+  for every channel of a tile separately).
 - ``view_unrequested_reads``: shard files of the image the server opened that no browser request
   named, counted with a Python audit hook on ``open`` over the whole load (the session's set-up
   included: it reads the image's metadata, never its pixels). Goal: none.
@@ -63,6 +64,68 @@ class _Opens:
                     self.paths.append(path)
 
 
+# Runs in the page before its scripts (``add_init_script``): marks, on the page's clock
+# (``performance.now()``, 0 = start of the navigation), when the first image tile was drawn.
+PROBE_JS = r"""
+(() => {
+  const marks = (window.__sporaBench = {});
+  const mark = (name) => { if (!(name in marks)) marks[name] = performance.now(); };
+  const contexts = [];
+  const getContext = HTMLCanvasElement.prototype.getContext;
+  HTMLCanvasElement.prototype.getContext = function (type, attrs) {
+    const webgl = type === "webgl2" || type === "webgl";
+    const ctx = getContext.call(this, type, webgl ? { ...attrs, preserveDrawingBuffer: true } : attrs);
+    if (webgl && ctx && !contexts.includes(ctx)) contexts.push(ctx);
+    return ctx;
+  };
+  let drew = false;
+  const proto = WebGL2RenderingContext.prototype;
+  for (const name of ["drawArrays", "drawElements", "drawArraysInstanced", "drawElementsInstanced"]) {
+    const draw = proto[name];
+    proto[name] = function (...args) { if ("texture" in marks) drew = true; return draw.apply(this, args); };
+  }
+  for (const name of ["texImage2D", "texSubImage2D"]) {
+    const upload = proto[name];
+    proto[name] = function (...args) {
+      if (args.some((a) => a instanceof Uint16Array)) mark("texture");
+      return upload.apply(this, args);
+    };
+  }
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (e.name.includes("/image.zarr/0/c/") && !("chunk_request" in marks)) {
+        marks.chunk_request = e.startTime;
+        marks.chunk_received = e.responseEnd;
+      }
+      if (e.name.includes("/static/vitessce-bundle")) marks.bundle_received = e.responseEnd;
+    }
+  }).observe({ type: "resource", buffered: true });
+  const pixels = new Uint8Array(32 * 32 * 4);
+  function check() {
+    if (drew) {
+      drew = false;
+      for (const gl of contexts) {
+        const { width, height } = gl.canvas;
+        if (width < 300 || height < 300) continue;
+        const bound = gl.getParameter(gl.FRAMEBUFFER_BINDING);
+        gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+        let blue = 0;
+        for (const [fx, fy] of [[0.45, 0.4], [0.5, 0.5], [0.55, 0.6]]) {
+          gl.readPixels(Math.floor(width * fx) - 16, Math.floor(height * fy) - 16, 32, 32, gl.RGBA, gl.UNSIGNED_BYTE, pixels);
+          for (let i = 0; i < pixels.length; i += 4) if (pixels[i + 2] > 150 && pixels[i] < 50) blue++;
+        }
+        gl.bindFramebuffer(gl.FRAMEBUFFER, bound);
+        if (blue > 15) { mark("drawn"); return; }
+      }
+    }
+    requestAnimationFrame(check);
+  }
+  requestAnimationFrame(check);
+})();
+"""
+_SPORA_MARKS = "Object.fromEntries(performance.getEntriesByType('mark').map(m => [m.name, m.startTime]))"
+
+
 def _drawn(png: bytes) -> bool:
     """The nuclear channel (DNA1, drawn pure blue) lights the centre of the canvas."""
     from PIL import Image
@@ -79,45 +142,42 @@ def _load_once(server: object, browser: object, tissue: str) -> dict[str, float]
 
     with open_page(browser) as seen:
         page = seen.page
-        received: list[float] = []
-        page.on(
-            "requestfinished",
-            lambda r: (
-                received.append(time.perf_counter()) if "/image.zarr/0/c/" in r.url and r.method == "GET" else None
-            ),
-        )
+        page.add_init_script(PROBE_JS)
         t0 = time.perf_counter()
         page.goto(server.tissue_url(tissue), wait_until="commit")
+        page.wait_for_function("window.__sporaBench && window.__sporaBench.drawn", timeout=TIMEOUT_S * 1000)
+        marks = page.evaluate("window.__sporaBench")
+        spora = page.evaluate(_SPORA_MARKS)
+        stats = page.evaluate("window.sporaView.decodeStats") or {"decodes": float("nan"), "shared": 0, "cached": 0}
+        load_ms = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
         canvas = page.locator(".react-grid-item").filter(has=page.get_by_role("heading", name="Spatial", exact=True))
         canvas = canvas.locator("canvas").first
-        drawn = None
-        not_yet = 0.0  # start of the last screenshot that did not show it: a lower bound
-        while time.perf_counter() - t0 < TIMEOUT_S:
-            started = time.perf_counter() - t0
-            if canvas.count() and _drawn(canvas.screenshot(timeout=TIMEOUT_S * 1000)):
-                drawn = time.perf_counter() - t0
-                break
-            not_yet = started
-            time.sleep(0.05)
-        if drawn is None:
-            raise RuntimeError(f"the image was not drawn within {TIMEOUT_S:.0f} s")
-        load_ms = page.evaluate("performance.timing.loadEventEnd - performance.timing.navigationStart")
+        while not _drawn(canvas.screenshot(timeout=TIMEOUT_S * 1000)):  # a screenshot confirms it
+            if time.perf_counter() - t0 > TIMEOUT_S:
+                raise RuntimeError("the page marked the tile drawn, but no screenshot of the canvas shows it")
+            time.sleep(0.1)
+        confirmed = time.perf_counter() - t0
         chunks = [r for r in server.log.data_requests(tissue) if "/0/c/" in r.path and r.status == 206 and r.time > t0]
-        first_chunk = min(r.time for r in chunks) - t0
     return {
-        "drawn": drawn,
-        "not_yet": not_yet,
+        "drawn": marks["drawn"] / 1e3,
+        "texture": marks["texture"] / 1e3,
+        "confirmed": confirmed,
         "load": load_ms / 1e3,
-        "first_chunk": first_chunk,
-        "first_chunk_received": min(received) - t0 if received else float("nan"),
+        "bundle_received": marks.get("bundle_received", float("nan")) / 1e3,
+        "bundle_evaluated": spora.get("spora:bundle-evaluated", float("nan")) / 1e3,
+        "mounted": spora.get("spora:mounted", float("nan")) / 1e3,
+        "chunk_request": marks.get("chunk_request", float("nan")) / 1e3,
+        "chunk_received": marks.get("chunk_received", float("nan")) / 1e3,
         "chunk_requests": float(len(chunks)),
+        "decodes": float(stats["decodes"]),
+        "decode_asks": float(stats["decodes"] + stats["shared"] + stats["cached"]),
     }
 
 
 def run(quick: bool) -> list[Result]:
     import logging
 
-    from tests.browser import launch_chromium
+    from tests.browser import CHROMIUM_ARGS, launch_chromium
 
     from spora_sd.viewer.server import ViewServer
 
@@ -152,20 +212,28 @@ def run(quick: bool) -> list[Result]:
     shard_opens = Counter(q for q in opens.paths if f"{Path('0', 'c')}" in q)
     unrequested = sum(max(0, n - requested.get(q, 0)) for q, n in shard_opens.items())
     best = min(loads, key=lambda d: d["drawn"])
+    flags = " ".join(a for a in CHROMIUM_ARGS if not a.startswith("--host-resolver-rules"))
     return [
         Result(
             "view_first_tile",
             best["drawn"] / BUDGET_S,
             "<=1.0",
-            f"seconds from navigation to the first image tile drawn / the {BUDGET_S:g} s budget",
+            f"seconds from navigation to the first image tile drawn (in-page) / the {BUDGET_S:g} s budget",
             {
                 "drawn s": best["drawn"],
-                "not drawn yet at s": best["not_yet"],
+                "first image texture s": best["texture"],
+                "screenshot showing it s": best["confirmed"],
+                "bundle received s": best["bundle_received"],
+                "bundle evaluated s": best["bundle_evaluated"],
                 "page load event s": best["load"],
-                "first chunk request s": best["first_chunk"],
-                "first chunk in browser s": best["first_chunk_received"],
+                "Vitessce mounted s": best["mounted"],
+                "first chunk request s": best["chunk_request"],
+                "first chunk received s": best["chunk_received"],
                 "chunk requests": best["chunk_requests"],
-                "loads": float(len(loads)),
+                "chunk decodes": best["decodes"],
+                "decode asks": best["decode_asks"],
+                "all loads drawn s": "/".join(f"{d['drawn']:.2f}" for d in loads),
+                "chromium flags": flags,
             },
         ),
         Result(

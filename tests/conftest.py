@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from tests.browser import browser_page, chromium  # noqa: F401  (fixtures: headless Chromium for page tests)
+from tests.xdist_groups import pytest_collection_modifyitems  # noqa: F401  (xdist_group marks under xdist)
 
 # Tests never touch the user's LaminDB settings or the internet: see tests/lamin/conftest.py.
 os.environ.setdefault("MPLBACKEND", "Agg")

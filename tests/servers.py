@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AuthS3Server", "FaultProxy", "HttpServer", "RequestLog", "S3Server"]
+__all__ = ["AuthS3Server", "FaultProxy", "HttpServer", "RequestLog", "S3Server", "moto_process"]
 
 ACCESS_KEY = "spora-test-key"
 SECRET_KEY = "spora-test-secret-do-not-print"
@@ -283,6 +283,32 @@ class HttpServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
 
+def moto_process(**env: str) -> tuple[Any, int]:
+    """``python -m moto.server`` on a free loopback port, with ``env`` added; ``(process, port)`` once it answers."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=dict(os.environ, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(300):  # up to 30 s on a busy machine
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return process, port
+
+
 class AuthS3Server:
     """moto's S3 server with authentication on (``INITIAL_NO_AUTH_ACTION_COUNT=0``), in a subprocess.
 
@@ -296,28 +322,7 @@ class AuthS3Server:
         self.port = 0
 
     def __enter__(self) -> AuthS3Server:
-        import socket
-        import subprocess
-        import sys
-        import time
-        import urllib.request
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(200):  # up to 20 s on a busy machine
-            try:
-                urllib.request.urlopen(f"{self.endpoint_url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        self._process, self.port = moto_process(INITIAL_NO_AUTH_ACTION_COUNT="0")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -344,12 +349,14 @@ class FaultProxy:
     - ``size_bonus``: ``Content-Length`` of ``HEAD`` answers is that much larger (a server that lies
       about sizes).
 
-    ``log`` counts the requests the proxy received (faults included).
+    ``log`` counts the requests the proxy received (faults included); ``forwarded`` logs the answers
+    that came from upstream, with the bytes of their bodies.
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.log = RequestLog()
+        self.forwarded = RequestLog()
         self.delay = 0.0
         self.hang = False
         self.drop = False
@@ -420,6 +427,7 @@ class FaultProxy:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 response = conn.getresponse()
                 data = response.read()
+                proxy.forwarded.add(self.command, self.path, len(data))
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() in ("transfer-encoding", "connection", "content-length"):
@@ -443,7 +451,10 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # a listen backlog of 128, not socketserver's 5: a client with a pool of many connections
+        # (s3fs' 64, obstore's) would otherwise see connections dropped and retried after 1 s
+        server = type("Server", (http.server.ThreadingHTTPServer,), {"request_queue_size": 128})
+        self._httpd = server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self

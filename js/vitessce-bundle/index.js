@@ -1,7 +1,10 @@
 // The one entry of the bundle: Vitessce and React, mounted by spora-sd's page (src/spora_sd/viewer/page.py).
+import "./gl-strings.js"; // before Vitessce: see the file
 import React from "react";
 import { createRoot } from "react-dom/client";
 import { Vitessce } from "vitessce";
+
+export { stats as decodeStats } from "./zstd-pool.js";
 
 let root = null;
 

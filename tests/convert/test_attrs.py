@@ -333,3 +333,65 @@ def test_the_owner_check_catches_indexing(code: str) -> None:
 
 def test_the_owner_check_ignores_prose_and_other_keys() -> None:
     assert not _indexing(ast.parse('"""sdata.attrs["spora"]"""\nx = adata.uns[TableModel.ATTRS_KEY]\ny = a["b"]'))
+
+
+# --------------------------------------------------------------------------------------------------
+# the cheap check of the large maps, held to the schema
+
+_GOOD_ENTRY = {"kind": "image", "file": "imc/1_0mpp/images/t.ome.zarr", "tissue_id": "t", "mpp": 1.0, "modality": "imc"}
+_ENTRY_VALUES = {
+    "kind": ["image", "cells", "tissue", "semantic", "picture", "", 1, None, ["image"]],
+    "file": ["f", "", 3, None, ["f"]],
+    "tissue_id": ["t", "", 2, None],
+    "mpp": [1.0, 2, 0, 0.0, -1.0, float("nan"), float("inf"), True, "1", None],
+    "modality": ["imc", "", 5, None],
+    "task": ["cell_types", "", 5, None],
+    "extra": ["anything"],
+}
+
+
+def _entries() -> list[object]:
+    """The good entry with each key missing, or set to each of a few values, and a few non-objects."""
+    out: list[object] = [None, [], "x", 1]
+    for key, values in _ENTRY_VALUES.items():
+        out.append({k: v for k, v in _GOOD_ENTRY.items() if k != key})
+        out.extend({**_GOOD_ENTRY, key: v} for v in values)
+        out.extend({**_GOOD_ENTRY, "kind": "semantic", key: v} for v in values)
+    return out
+
+
+@pytest.mark.parametrize("name", ["a__imc", ""])
+def test_the_cheap_element_check_never_accepts_what_the_schema_refuses(name: str) -> None:
+    from spora_sd.convert.attrs import ELEMENT_KINDS, _element_entry_ok
+
+    schema = load_attrs_schema()
+    assert schema["$defs"]["element"]["properties"]["kind"]["enum"] == list(ELEMENT_KINDS)
+    validator = Draft202012Validator({"$defs": schema["$defs"], **schema["properties"]["elements"]})
+    accepted = 0
+    for entry in _entries():
+        if _element_entry_ok(name, entry):
+            accepted += 1
+            assert validator.is_valid({name: entry}), entry
+    assert accepted > 5 if name else accepted == 0
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "words"),
+    [
+        (["elements", -1, "mpp"], 0, "must be > 0"),
+        (["elements", -1, "kind"], "picture", "is not one of"),
+        (["channels_per_tissue", "imc", -1], ["DNA1", 3], "must be of JSON type string"),
+    ],
+)
+def test_a_bad_entry_anywhere_in_a_large_map_is_found(
+    sdata: spatialdata.SpatialData, where: list, value: object, words: str
+) -> None:
+    spora = sdata.attrs[ATTRS_KEY]
+    target = spora[where[0]] if where[0] == "elements" else spora[where[0]][where[1]]
+    last = list(target)[-1]  # not the first: the one the schema sees when the cheap check passes
+    path = [where[0], last, where[2]] if where[0] == "elements" else where[:2] + [last]
+    _set(path, value)(spora)
+    with pytest.raises(AttrsFormatError) as caught:
+        read_spora_attrs(sdata)
+    expected = "sdata.attrs['spora']" + "".join(f"[{p!r}]" for p in path)
+    assert any(w.startswith(expected) and words in m for w, m in caught.value.problems), caught.value.problems

@@ -1,9 +1,10 @@
 """Importers are as crash-safe as exports: real import processes killed with SIGKILL at named points.
 
-Each import runs in its own Python process with ``SPORA_SD_FAULT_POINT`` set (:mod:`spora_sd.io.atomic`),
-which kills it at that point of the atomic write protocol: while samples are being written, when the
-manifest is written, around the final rename or exchange and while the old cohort is deleted. After each
-kill the target holds nothing, or a complete valid cohort that is exactly the old or the new one; the
+Each import runs in its own process, forked from a server that imported the importers once
+(tests/forkserver.py), with ``SPORA_SD_FAULT_POINT`` set (:mod:`spora_sd.io.atomic`), which kills it at
+that point of the atomic write protocol: while samples are being written, when the manifest is written,
+around the final rename or exchange and while the old cohort is deleted. After each kill the target
+holds nothing, or a complete valid cohort that is exactly the old or the new one; the
 next import succeeds and leaves no temporary file, folder or lock behind.
 """
 
@@ -12,18 +13,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from forkserver import ForkServer
 
 import spora_sd
 from spora_sd.importers import from_ai4bmr, from_steinbock
 from spora_sd.importers.synthetic_ai4bmr import make_ai4bmr_folder
 from spora_sd.io.atomic import FAULT_POINT_ENV
 from spora_sd.testing import assert_cohorts_equal
+
+# one worker runs the module: its fork server and reference cohorts are made once, not on each worker
+pytestmark = pytest.mark.xdist_group("importers-crash-safety")
 
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("SIGKILL is POSIX", allow_module_level=True)
@@ -32,17 +36,34 @@ STEINBOCK = Path(__file__).parents[1] / "data" / "imc_testdata_steinbock"
 KEY = "jackson2020single"
 FAST = {"standardization": False, "tiling": False}
 
-_RUN = textwrap.dedent(
-    """
-    import sys
-    from spora_sd.importers import from_ai4bmr, from_steinbock
-    kind, src, out, overwrite = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
-    if kind == "ai4bmr":
-        from_ai4bmr(src, out, overwrite=overwrite, standardization=False, tiling=False)
-    else:
-        from_steinbock(src, out, overwrite=overwrite, standardization=False, tiling=False)
-    """
-)
+_SETUP = """
+from pathlib import Path
+
+from spora_sd.importers import from_ai4bmr, from_steinbock
+from spora_sd.importers.synthetic_ai4bmr import make_ai4bmr_folder
+
+
+def warm_up(folder):  # the ai4bmr import only: a steinbock import here costs more than its one kill
+    src = make_ai4bmr_folder(folder / "src", n_samples=1, size=32, seed=0)
+    from_ai4bmr(src, folder, standardization=False, tiling=False)
+
+
+def preload():  # the UniProt table behind the channel names (seconds to parse), cached for every child
+    from spora_sd.ontologies.files import uniprot_entries
+
+    uniprot_entries("HUMAN")
+
+
+def run(job):
+    importer = from_ai4bmr if job["kind"] == "ai4bmr" else from_steinbock
+    importer(job["source"], job["destination"], overwrite=job["overwrite"], standardization=False, tiling=False)
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    with ForkServer(tmp_path_factory.mktemp("server"), _SETUP) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +84,8 @@ def _target(kind: str, parent: Path) -> Path:
     return parent / (KEY if kind == "ai4bmr" else "eling2021steinbock")
 
 
-def _run(kind: str, src: Path, out: Path, *, overwrite: bool, env: dict[str, str]) -> int:
-    full_env = {k: v for k, v in os.environ.items() if k != FAULT_POINT_ENV} | env
-    destination = out.parent if kind == "ai4bmr" else out  # ai4bmr: the datasets root
-    args = [sys.executable, "-c", _RUN, kind, str(src), str(destination), "1" if overwrite else "0"]
-    return subprocess.run(args, env=full_env, capture_output=True, timeout=600, check=False).returncode
+def _destination(kind: str, target: Path) -> Path:
+    return target.parent if kind == "ai4bmr" else target  # ai4bmr: the datasets root
 
 
 def _holds(target: Path, refs: dict[str, Path], kind: str) -> str:
@@ -108,13 +126,14 @@ POINTS = [
     POINTS,
     ids=[f"{k}-{'over' if o else 'new'}{'-fallback' if f else ''}-{p}" for k, o, f, p in POINTS],
 )
-def test_kill_at_point(refs, tmp_path: Path, kind: str, overwrite: bool, fallback: bool, point: str) -> None:
+def test_kill_at_point(server, refs, tmp_path: Path, kind: str, overwrite: bool, fallback: bool, point: str) -> None:
     target = _target(kind, tmp_path / "out")
     target.parent.mkdir()
     if overwrite:
         shutil.copytree(refs[f"{kind}:old"], target)
     env = {FAULT_POINT_ENV: point, **({"SPORA_SD_ATOMIC_EXCHANGE": "0"} if fallback else {})}
-    code = _run(kind, refs[f"{kind}:src"], target, overwrite=overwrite, env=env)
+    job = {"kind": kind, "source": str(refs[f"{kind}:src"]), "destination": str(_destination(kind, target))}
+    code = server.ask({"job": {**job, "overwrite": overwrite, "env": env}})["status"]
     assert code == -signal.SIGKILL, f"the importer was not killed at {point} (exit code {code})"
     held = _holds(target, refs, kind)
     if held == "nothing" and overwrite:
@@ -123,7 +142,9 @@ def test_kill_at_point(refs, tmp_path: Path, kind: str, overwrite: bool, fallbac
         held = _holds(target, refs, kind)
         assert held == "new"
     assert held in (("old", "new") if overwrite else ("nothing", "new")), held
-    # the next import succeeds and cleans up what the killed one left
-    assert _run(kind, refs[f"{kind}:src"], target, overwrite=True, env={}) == 0
+    # the next import (in this process, as in tests/io/test_crash_safety.py: only the killed one needs
+    # its own process) succeeds and cleans up what the killed one left
+    importer = from_ai4bmr if kind == "ai4bmr" else from_steinbock
+    importer(refs[f"{kind}:src"], _destination(kind, target), overwrite=True, **FAST)
     assert _holds(target, refs, kind) == "new"
     assert sorted(os.listdir(target.parent)) == [target.name]  # no leftover, no lock file

@@ -6,8 +6,9 @@ is killed at each fault point of :mod:`spora_sd.io.atomic` around its renames an
 complete valid cohort that is exactly the old one or the new one; then the next write succeeds and
 leaves no temporary file, folder or lock behind.
 
-The killed writers are forked from one server process per test worker, which imported spora-sd once
-(before any thread exists): a kill costs the export's own time, not an interpreter start.
+The killed writers are forked from one server process per test module (tests/forkserver.py), which
+imported spora-sd once (before any thread exists): a kill costs the export's own time, not an
+interpreter start.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from forkserver import LOCKED, OK, ForkServer
 
 import spora_sd
 from spora_sd.errors import TargetLockedError
@@ -34,155 +35,51 @@ from spora_sd.io.atomic import FAULT_POINT_ENV, clean_leftovers, lock_path, reco
 from spora_sd.io.manifest import read_manifest
 from spora_sd.testing import assert_cohorts_equal
 
+# one worker runs the module: its fork server and reference cohorts are made once, not on each worker
+pytestmark = pytest.mark.xdist_group("io-crash-safety")
+
 if sys.platform == "win32":  # pragma: no cover
     pytest.skip("SIGKILL and fork are POSIX", allow_module_level=True)
 
 NAME = "crash2025safety"
 SMALL = {"n_tissues": 2, "image_size": 64, "n_cells": 10}
-#: Exit codes of a forked writer (a negative code is the signal that ended it).
-OK, FAILED, LOCKED = 0, 1, 3
 
-_SERVER = textwrap.dedent(
-    """
-    import json, os, signal, sys, threading, time, traceback
-    from pathlib import Path
+_SETUP = """
+import spatialdata  # noqa: F401  (imported once, before any fork)
+from pathlib import Path
 
-    import spatialdata  # noqa: F401  (imported once, before any fork)
-    import spora_sd
-    from spora_sd.errors import TargetLockedError
-    from spora_sd.convert.from_spatialdata import from_spatialdata
-    from spora_sd.convert.to_spatialdata import to_spatialdata
-    from spora_sd.convert.store import write_spatialdata
-    from spora_sd.datasets.synthetic.writer import make_synthetic_cohort
+from spora_sd.convert.from_spatialdata import from_spatialdata
+from spora_sd.convert.to_spatialdata import to_spatialdata
+from spora_sd.convert.store import write_spatialdata
+from spora_sd.datasets.synthetic.writer import make_synthetic_cohort
 
 
-
-    def warm_up():
-        # Import, in this server, what the writers import on first use (a forked child learns the list).
-        import importlib, tempfile
-
-        listing = Path(tempfile.mkdtemp()) / "modules.json"
-        pid = os.fork()
-        if pid == 0:
-            before = set(sys.modules)
-            root = make_synthetic_cohort(listing.parent, name="warm2025up", n_tissues=1, image_size=32, n_cells=4)
-            sdata = to_spatialdata(root)
-            from_spatialdata(sdata, listing.parent / "again" / root.name)
-            write_spatialdata(sdata, listing.parent / "store.zarr")
-            listing.write_text(json.dumps(sorted(set(sys.modules) - before)))
-            os._exit(0)
-        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-        for name in json.loads(listing.read_text()):
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
+def warm_up(folder):
+    root = make_synthetic_cohort(folder, name="warm2025up", n_tissues=1, image_size=32, n_cells=4)
+    sdata = to_spatialdata(root)
+    from_spatialdata(sdata, folder / "again" / root.name)
+    write_spatialdata(sdata, folder / "store.zarr")
 
 
-    warm_up()
-    assert threading.active_count() == 1, threading.enumerate()  # forking is safe
-
-
-    def run(job):
-        target = Path(job["target"])
-        if job["kind"] == "from_spatialdata":
-            sdata = to_spatialdata(job["source"])
-            from_spatialdata(sdata, target, overwrite=job["overwrite"])
-        elif job["kind"] == "synthetic":
-            make_synthetic_cohort(target.parent, name=target.name, seed=job["seed"], overwrite=job["overwrite"],
-                                  **job["size"])
-        elif job["kind"] == "store":
-            write_spatialdata(to_spatialdata(job["source"]), target, overwrite=job["overwrite"])
-        else:
-            raise ValueError(job["kind"])
-
-
-    def start(job):
-        pid = os.fork()
-        if pid:
-            return pid
-        code = 0
-        try:
-            os.environ.update(job.get("env", {}))
-            begun = time.monotonic()
-            try:
-                run(job)
-            finally:
-                if job.get("timing"):
-                    Path(job["timing"]).write_text(str(time.monotonic() - begun))
-        except TargetLockedError as exc:
-            sys.stderr.write(f"TargetLockedError: {exc}\\n")
-            code = 3
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        sys.stderr.flush()
-        os._exit(code)
-
-
-    def wait(pid):
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
-    print(json.dumps({"ready": True}), flush=True)
-    for line in sys.stdin:
-        request = json.loads(line)
-        reply = {}
-        if "jobs" in request:  # forked at the same instant
-            pids = [start(job) for job in request["jobs"]]
-            reply["status"] = [wait(pid) for pid in pids]
-        elif "stopped" in request:  # the first job stops itself at a fault point, the second runs meanwhile
-            first = start(request["stopped"])
-            _, status = os.waitpid(first, os.WUNTRACED)
-            reply["first_stopped"] = os.WIFSTOPPED(status)
-            reply["second"] = wait(start(request["meanwhile"]))
-            reply["listing_meanwhile"] = sorted(os.listdir(request["listing"]))
-            os.kill(first, signal.SIGCONT)
-            reply["first"] = wait(first)
-        else:
-            pid = start(request["job"])
-            if request.get("kill_after") is not None:
-                time.sleep(request["kill_after"])
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            reply["status"] = wait(pid)
-        print(json.dumps(reply), flush=True)
-    """
-)
-
-
-class _Server:
-    def __init__(self, workdir: Path) -> None:
-        script = workdir / "fork_server.py"
-        script.write_text(_SERVER)
-        env = {k: v for k, v in os.environ.items() if k != FAULT_POINT_ENV}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
-        assert json.loads(self._readline()) == {"ready": True}
-
-    def _readline(self) -> str:
-        line = self.proc.stdout.readline()
-        assert line, f"the fork server died (exit code {self.proc.poll()})"
-        return line
-
-    def ask(self, request: dict) -> dict:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self._readline())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+def run(job):
+    target = Path(job["target"])
+    if job["kind"] == "from_spatialdata":
+        sdata = to_spatialdata(job["source"])
+        from_spatialdata(sdata, target, overwrite=job["overwrite"])
+    elif job["kind"] == "synthetic":
+        make_synthetic_cohort(target.parent, name=target.name, seed=job["seed"], overwrite=job["overwrite"],
+                              **job["size"])
+    elif job["kind"] == "store":
+        write_spatialdata(to_spatialdata(job["source"]), target, overwrite=job["overwrite"])
+    else:
+        raise ValueError(job["kind"])
+"""
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
-    srv = _Server(tmp_path_factory.mktemp("server"))
-    yield srv
-    srv.close()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    with ForkServer(tmp_path_factory.mktemp("server"), _SETUP) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -104,10 +104,22 @@ def test_coarse_resolution_brings_the_cell_masks_from_where_they_live(
         ),
     )
     assert {k: v for k, v in _files(dest).items() if k != MANIFEST_KEY} == expected
-    assert spora_sd.open_cohort(dest).missing == ["imc/"]
-    # the H&E rows of tissues.parquet state mpp_he = 1.0, which this copy does not hold: the only error
-    errors = [p.rule for p in spora_sd.validate(dest, allow_partial=True).problems if p.severity == "error"]
-    assert errors in ([], ["image.scale"])
+    # the H&E rows of tissues.parquet state mpp_he = 1.0, which this copy does not hold: left out on purpose
+    assert spora_sd.open_cohort(dest).missing == ["he/1_0mpp/", "imc/"]
+    report = spora_sd.validate(dest, allow_partial=True)
+    assert report.ok, report.problems
+    assert "image.scale" in {p.rule for p in report.problems if p.severity == "warning"}
+    assert "image.scale" in {p.rule for p in spora_sd.validate(dest).problems if p.severity == "error"}
+
+
+def test_without_instance_masks_is_a_valid_partial_copy(s3_server, remote: str, source: Path, tmp_path: Path) -> None:
+    dest = tmp_path / NAME
+    fetch(remote, dest, modalities=["imc"], resolution=1.0, masks=["tissue"], storage_options=s3_server.storage_options)
+    assert not (dest / "segmentations/1_0mpp/cell_masks").exists()
+    assert spora_sd.open_cohort(dest).missing == ["he/", "segmentations/1_0mpp/cell_masks/instances/"]
+    report = spora_sd.validate(dest, allow_partial=True)
+    assert report.ok, report.problems
+    assert "mask.missing" in {p.rule for p in spora_sd.validate(dest).problems if p.severity == "error"}
 
 
 def test_tissue_subset_and_masks(s3_server, remote: str, source: Path, tmp_path: Path) -> None:
@@ -120,8 +132,6 @@ def test_tissue_subset_and_masks(s3_server, remote: str, source: Path, tmp_path:
     def keep(rel: str) -> bool:
         if "/cell_masks/cell_types/" in rel:
             return False
-        if "/cell_masks/instances/" in rel:
-            return True  # cells.parquet lists the cells of every tissue: all instance masks come
         name = (
             rel.rsplit("/", 1)[-1]
             if rel.endswith(".npz")
@@ -132,13 +142,14 @@ def test_tissue_subset_and_masks(s3_server, remote: str, source: Path, tmp_path:
     expected = _expected(source, keep)
     assert {k: v for k, v in _files(dest).items() if k != MANIFEST_KEY} == expected
     missing = spora_sd.open_cohort(dest).missing
+    with_cells = set(cohort.cells(columns=[])["tissue_id"].astype(str))
     assert missing == sorted(
         f"{m}/{r}/images/{t}.ome.zarr"
         for t in left_out
         for m in ("he", "imc")
         if t in cohort.tissue_ids(m)
         for r in ("1_0mpp", "2_0mpp")
-    )
+    ) + sorted(f"segmentations/1_0mpp/cell_masks/instances/{t}.npz" for t in left_out if t in with_cells)
     assert missing
     report = spora_sd.validate(dest, allow_partial=True, deep=True)
     assert report.ok, report.problems
@@ -184,7 +195,7 @@ def test_rclone_remote_and_default_destination(
 
 
 def test_s3_is_read_with_obstore_and_otherwise_with_s3fs(s3_server, remote: str, source: Path, tmp_path: Path) -> None:
-    from spora_sd.io.fetch import _ObstoreRemote, _remote
+    from spora_sd.io.fetch.source import _ObstoreRemote, _remote
     from spora_sd.io.location import resolve_location
 
     assert isinstance(_remote(resolve_location(remote, s3_server.storage_options)), _ObstoreRemote)
@@ -361,9 +372,10 @@ _KILLED = textwrap.dedent(
     """
     import json, sys
     import spora_sd.io.fetch as fetch_module
+    import spora_sd.io.fetch.transfer as transfer
 
     args = json.loads(sys.argv[1])
-    fetch_module._BLOCK = args.pop("block")  # small blocks: a kill can fall inside a file
+    transfer._BLOCK = args.pop("block")  # small blocks: a kill can fall inside a file
     fetch_module.fetch(args.pop("url"), args.pop("dest"), **args)
     """
 )

@@ -30,6 +30,20 @@ def test_storage_options_refused_for_local_paths(tmp_path: Path) -> None:
         resolve_location(tmp_path, {"anon": True})
 
 
+def test_unknown_storage_option_is_named_with_the_accepted_ones(tmp_path: Path, monkeypatch) -> None:
+    # s3fs would only fail at the first request, with a TypeError from deep inside aiobotocore
+    with pytest.raises(InvalidArgumentError, match=r"s3://spora/c: storage_options key 'endpoint' .*client_kwargs"):
+        resolve_location("s3://spora/c", {"endpoint": "http://127.0.0.1:9000"})
+    with pytest.raises(InvalidArgumentError, match=r"key 'bogus' .*fsspec HTTP.*headers"):
+        resolve_location("https://example.org/c", {"bogus": 1})
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[spora]\ntype = s3\nendpoint = http://127.0.0.1:1\n", encoding="utf-8")
+    monkeypatch.setenv("RCLONE_CONFIG", str(conf))
+    with pytest.raises(InvalidArgumentError, match=r"spora:b/c: storage_options key 'bogus'"):
+        resolve_location("spora:b/c", {"bogus": 1})
+    resolve_location("s3://spora/c", {"anon": True, "skip_instance_cache": True, "client_kwargs": {}})
+
+
 def test_unsupported_scheme_is_named() -> None:
     with pytest.raises(InvalidArgumentError, match="unsupported URL scheme 'gs'"):
         resolve_location("gs://bucket/cohort")

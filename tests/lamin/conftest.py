@@ -16,7 +16,9 @@
   test credentials set in the environment for the session (:func:`lamin_s3`; subprocesses of the
   tests inherit them).
 - All tests here share one xdist group, so under ``pytest -n 2 --dist loadgroup`` one worker creates
-  the instances once (PostgreSQL migrations alone take 35-90 s).
+  the instances once (PostgreSQL migrations alone take 35-90 s, minutes on a loaded machine). With
+  pytest 9.2 the group only takes effect through tests/xdist_groups.py; without it both workers
+  made their own instances. The group is the largest, so xdist hands it out first.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,20 @@ def test_open_reads_tables_and_image_metadata_only(remote: RemoteCohort) -> None
     assert log.count > 0
     assert _pixel_requests(remote) == []  # no pixel was read
     assert not any(p.endswith(".npz") for p in log.paths())  # nor a mask
+
+
+def test_s3_open_lists_each_folder_once_and_reads_small_tables_in_one_request(s3_cohort: RemoteCohort) -> None:
+    # a fresh filesystem (options no other test uses): nothing cached from earlier tests
+    options = dict(s3_cohort.storage_options or {}, listings_expiry_time=4321.0)
+    with s3_cohort.log.recording() as log:
+        cohort = spora_sd.open_cohort(s3_cohort.url, storage_options=options)
+        spora_sd.to_spatialdata(cohort, elements=("images",))
+    listings = [p for p in log.paths() if "list-type=2" in p]
+    assert len(listings) == len(set(listings))  # each folder once, from the cache afterwards
+    assert not any("prefix=" in p and "%2Fihc%2F" in p for p in listings)  # no folder the root does not have
+    tables = Counter(p.rsplit("/", 1)[-1] for p in log.paths() if p.endswith(".parquet"))
+    # read once each, in one request (pyarrow alone reads the footer, then the columns)
+    assert tables["channels.parquet"] == 1 and tables["channels_per_tissue.parquet"] == 1, tables
 
 
 def test_image_metadata_is_fetched_concurrently_in_two_batches(remote: RemoteCohort) -> None:

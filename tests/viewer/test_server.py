@@ -34,8 +34,18 @@ def test_page_lists_every_tissue_and_loads_nothing_from_another_host(server: Vie
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     for tissue in server.session.tissues:
         assert f'<option value="{tissue}">' in html
-    assert "/static/vitessce-bundle.js" in html
+    assert f"/static/vitessce-bundle.js?v={server.bundle_version}" in html
     assert "http://" not in html and "https://" not in html
+
+
+def test_the_versioned_bundle_is_kept_by_browsers_and_the_data_is_not(server: ViewServer) -> None:
+    status, headers, body = _get(server, f"/static/vitessce-bundle.js?v={server.bundle_version}")
+    assert status == 200 and len(body) > 1_000_000
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    # without the version the URL may name another build: checked with the server every time
+    assert _get(server, "/static/vitessce-bundle.js")[1]["Cache-Control"] == "no-cache"
+    tissue = server.session.tissues[0]
+    assert _get(server, f"/data/{tissue}/image.zarr/zarr.json")[1]["Cache-Control"] == "no-store"
 
 
 def test_config_names_the_real_channels_and_the_served_stores(server: ViewServer, small_cohort: Path) -> None:

@@ -1,7 +1,7 @@
 """LaminDB commands of the ``spora-sd`` command line.
 
-``lamin_app`` is mounted as ``spora-sd lamin`` (``init``, ``register``, ``search``, ``load``,
-``export``); :mod:`spora_sd.cli.app` also mounts ``register``, ``search`` and ``load`` at the top level.
+``lamin_app`` is mounted as ``spora-sd lamin`` (``init``, ``register``, ``catalogue``, ``search``,
+``load``, ``export``); :mod:`spora_sd.cli.app` also mounts ``register``, ``search`` and ``load`` at the top level.
 Every command works on the current LaminDB instance: the one ``spora-sd lamin init DIR`` created or
 connected last (or ``lamin connect``).
 """
@@ -14,9 +14,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from spora_sd.cli.cohort import StorageOptions, _options
 from spora_sd.cli.errors import console, handle_errors
 
-__all__ = ["export_cmd", "init_cmd", "lamin_app", "load_cmd", "register_cmd", "search_cmd"]
+__all__ = ["catalogue_cmd", "export_cmd", "init_cmd", "lamin_app", "load_cmd", "register_cmd", "search_cmd"]
 
 
 lamin_app = typer.Typer(
@@ -71,7 +72,13 @@ def init_cmd(
 
 @handle_errors
 def register_cmd(
-    cohort: Annotated[str, typer.Argument(help="Cohort folder, or a cohort name of the registry (jackson2020).")],
+    cohort: Annotated[
+        str,
+        typer.Argument(
+            help="Cohort folder, s3:// location, or a cohort name of the registry (jackson2020): its local copy "
+            "under $SPORA_DATASETS_DIR, else the hosted one in the bucket (tables read, no image)."
+        ),
+    ],
     mode: Annotated[
         str | None,
         typer.Option(help="cohort: the folder in place, no copy (default); spatialdata: a SpatialData copy."),
@@ -83,6 +90,7 @@ def register_cmd(
     disease: Annotated[str | None, typer.Option(help=f"Disease: {_TERM_HELP} (MONDO).")] = None,
     organism: Annotated[str | None, typer.Option(help=f"Organism: {_TERM_HELP} (NCBITaxon).")] = None,
     assay: Annotated[str | None, typer.Option(help=f"Assay: {_TERM_HELP} (EFO/OBI).")] = None,
+    storage_option: StorageOptions = None,
 ) -> None:
     """Register a cohort as a curated artifact, in place (same content: nothing new; changed: new version).
 
@@ -90,11 +98,45 @@ def register_cmd(
     """
     from spora_sd.lamin import register
 
-    artifact = register(cohort, mode=mode, key=key, tissue=tissue, disease=disease, organism=organism, assay=assay)
+    labels = {"tissue": tissue, "disease": disease, "organism": organism, "assay": assay}
+    artifact = register(cohort, mode=mode, key=key, storage_options=_options(storage_option), **labels)
     tissues = ", ".join(t.name for t in artifact.tissues.all())
     diseases = ", ".join(d.name for d in artifact.diseases.all())
     console.print(f"{artifact.key}  uid {artifact.uid}  ({tissues}; {diseases})")
     console.print(f"  {artifact.path}")
+
+
+@handle_errors
+def catalogue_cmd(
+    keys: Annotated[
+        list[str] | None, typer.Argument(help="Registry keys or aliases (jackson2020 ...); default: every cohort.")
+    ] = None,
+    datasets_dir: Annotated[
+        str | None, typer.Option(help="Folder (or URL) of local copies; default $SPORA_DATASETS_DIR.")
+    ] = None,
+    storage_option: StorageOptions = None,
+) -> None:
+    """Register every registry cohort with a reachable copy (local first, else the bucket), tables only.
+
+    Unreachable cohorts are listed with the reason; they do not stop the others.
+    A rerun keeps unchanged artifacts. Exits 1 when a reachable cohort failed to register.
+
+    → Python: ``spora_sd.lamin.register_catalogue(keys, storage_options=...)``
+    """
+    from spora_sd.lamin import register_catalogue
+
+    catalogue = register_catalogue(
+        keys or None, storage_options=_options(storage_option), datasets_dir=datasets_dir, progress=True
+    )
+    table = Table(title=f"catalogue: {catalogue.summary()}")
+    for column in ("key", "status", "uid", "location / reason", "s"):
+        table.add_column(column, justify="right" if column == "s" else "left", overflow="fold")
+    for e in catalogue.entries:
+        table.add_row(e.key, e.status, e.uid or "", e.reason or e.location, f"{e.seconds:.1f}")
+    console.print(table)
+    console.print(catalogue.summary())
+    if catalogue.with_status("failed"):
+        raise typer.Exit(1)
 
 
 @handle_errors
@@ -156,6 +198,7 @@ def export_cmd(
 
 
 lamin_app.command("register")(register_cmd)
+lamin_app.command("catalogue")(catalogue_cmd)
 lamin_app.command("search")(search_cmd)
 lamin_app.command("load")(load_cmd)
 lamin_app.command("export")(export_cmd)

@@ -39,7 +39,7 @@ from spora_sd.io.atomic import is_temporary, recover
 from spora_sd.io.images import ImageMetadata, OnMismatch, _check_on_mismatch, open_image_levels, read_image_metadata
 from spora_sd.io.location import child_name, display_location, is_remote
 from spora_sd.io.masks import read_mask
-from spora_sd.io.remote import is_dir, is_file, is_local, listdir, read_many_under
+from spora_sd.io.remote import is_dir, is_file, is_local, listdir, prefetch_listings, read_many_under
 from spora_sd.io.tables import parquet_columns, parquet_num_rows, read_table
 from spora_sd.layout import CohortPaths
 
@@ -96,6 +96,7 @@ class Cohort:
                 raise CohortNotFoundError(f"{self.path}: no such cohort folder")
         else:  # a remote cohort (upath.UPath): one listing of its root says whether it is there
             self.path = path
+            prefetch_listings(self.path)  # the layout's folders, a level at a time (S3)
             if not listdir(self.path):
                 raise CohortNotFoundError(
                     f"{display_location(self.path)}: no such cohort (nothing stored under this location)"
@@ -510,11 +511,19 @@ class Cohort:
 
     @functools.cached_property
     def missing(self) -> list[str]:
-        """Files the tissues table implies but that are not on disk (e.g. after a partial rclone copy).
+        """Files the tissues table implies but that are not on disk (e.g. a partial copy made by ``fetch``).
 
-        Lists a whole modality folder once when it is absent, instead of each of its images.
+        - a modality folder, once, when it is absent (instead of each of its images);
+        - a resolution folder (``<modality>/<res>/``) that ``mpp_<modality>`` of the tissues table
+          names but that was not copied (a copy of a coarser resolution only);
+        - images of listed tissues absent at a stored resolution;
+        - masks: the tissue masks of each stored image (a whole ``tissue_masks/`` folder once), and,
+          when there is a cells table, the instance masks of the tissues that have cells (a whole
+          ``instances/`` folder once);
+        - ``cells.parquet`` when instance masks exist without it.
         """
         out: list[str] = []
+        stored: dict[float, set[str]] = {}  # resolution -> tissues with an image there
         for modality, group in self.tissues.groupby("modality", sort=True):
             modality = str(modality)
             try:
@@ -528,17 +537,44 @@ class Cohort:
                 for table in (self.paths.channels(modality), self.paths.channels_per_tissue(modality)):
                     if not is_file(table):
                         out.append(self._relative(table))
-            for mpp in self.resolutions(modality):
+            resolutions = self.resolutions(modality)
+            column = f"mpp_{modality}"
+            stated = pd.to_numeric(group[column], errors="coerce").dropna() if column in group else pd.Series([])
+            for mpp in sorted({float(v) for v in stated} - set(resolutions)):
+                out.append(self._relative(self.paths.resolution_dir(modality, mpp)) + "/")
+            for mpp in resolutions:
                 present = set(self.image_tissue_ids(modality, mpp))
+                stored.setdefault(mpp, set()).update(present)
                 for tid in group["tissue_id"].astype(str):
                     if tid not in present:
                         out.append(self._relative(self.paths.image(modality, mpp, tid)))
-        mask_res = self.mask_resolutions()
-        if mask_res:
-            finest = mask_res[0]
-            if is_dir(self.paths.instance_masks_dir(finest)) and not is_file(self.paths.cells):
-                out.append(self._relative(self.paths.cells))
+        out += self._missing_masks(stored)
         return out
+
+    def _missing_masks(self, stored: dict[float, set[str]]) -> list[str]:
+        """The masks :attr:`missing` lists (``stored``: the tissues with an image, per resolution)."""
+        out: list[str] = []
+        for mpp, tids in sorted(stored.items()):
+            out += self._missing_in(self.paths.tissue_masks_dir(mpp), tids)
+        mask_res = self.mask_resolutions()
+        finest = mask_res[0] if mask_res else min(stored, default=None)
+        if finest is not None and is_file(self.paths.cells):
+            with_cells = set(read_table(self.paths.cells, columns=["tissue_id"])["tissue_id"].astype(str).unique())
+            out += self._missing_in(self.paths.instance_masks_dir(finest), with_cells)
+        elif finest is not None and is_dir(self.paths.instance_masks_dir(finest)):
+            out.append(self._relative(self.paths.cells))
+        return out
+
+    def _missing_in(self, folder: Path, tissue_ids: set[str]) -> list[str]:
+        """``folder/`` when it is absent, else the masks of ``tissue_ids`` that are not in it."""
+        if not tissue_ids:
+            return []
+        where = self._relative(folder)
+        if not is_dir(folder):
+            return [where + "/"]
+        present = set(_listdir(folder))
+        names = (f"{t}{layout.MASK_SUFFIX}" for t in sorted(tissue_ids))
+        return [f"{where}/{n}" for n in names if n not in present]
 
     @property
     def leftover_temporary_files(self) -> list[str]:

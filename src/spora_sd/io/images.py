@@ -737,23 +737,29 @@ def open_zarr(folder: Any, cache: MetadataCache | None = None) -> zarr.Array:
 def _open_array(folder: Any, cache: MetadataCache | None) -> zarr.Array:
     """A Zarr array over ``folder``: local, or remote through :func:`spora_sd.io.remote.zarr_store`.
 
-    Remote: the array is built from its ``zarr.json`` (from ``cache`` when there, else one request),
-    instead of letting Zarr fetch it again.
+    The array is built from its ``zarr.json`` (remote: from ``cache`` when there, else one request)
+    with Zarr's own metadata parser. ``zarr.open_array`` reads the same file through Zarr's
+    event-loop thread: 1.15 ms per array against 0.39 ms this way (2,000 arrays, load average 8.7),
+    paid for each of the 4,000 levels of 2,000 images.
     """
-    if is_local(folder):
-        return zarr.open_array(folder, mode="r", zarr_format=3)
     from zarr.core.array import Array, AsyncArray
     from zarr.core.metadata.v3 import ArrayV3Metadata
-    from zarr.storage import StorePath
+    from zarr.storage import LocalStore, StorePath
 
-    raw = _remote_json(folder, cache)
+    if is_local(folder):
+        raw: bytes | None = (Path(folder) / "zarr.json").read_bytes()  # FileNotFoundError when absent
+    else:
+        raw = _remote_json(folder, cache)
     if raw is None:
         raise FileNotFoundError(f"{folder}/zarr.json")
     meta = json.loads(raw)
-    if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         raise ValueError("not a Zarr format 3 array")
-    with remote_errors(folder):
-        store = zarr_store(folder)
+    if is_local(folder):
+        store = LocalStore(folder, read_only=True)
+    else:
+        with remote_errors(folder):
+            store = zarr_store(folder)
     return Array(AsyncArray(metadata=ArrayV3Metadata.from_dict(meta), store_path=StorePath(store, "")))
 
 

@@ -26,6 +26,7 @@ errors, reprs and ``sdata.attrs`` may show.
 from __future__ import annotations
 
 import configparser
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REMOTE_PROTOCOLS",
+    "accepted_option_keys",
     "as_path",
     "CohortLocation",
     "RcloneRemote",
@@ -277,7 +279,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 #: mode (5 attempts, exponential backoff with jitter, on throttling, 5xx answers, timeouts and dropped
 #: connections) and finite timeouts, so that a server that stops answering is an error, not a hang.
 S3_DEFAULTS: dict[str, Any] = {
-    "config_kwargs": {"retries": {"max_attempts": 5, "mode": "standard"}, "connect_timeout": 5, "read_timeout": 20}
+    "config_kwargs": {
+        "retries": {"max_attempts": 5, "mode": "standard"},
+        "connect_timeout": 5,
+        "read_timeout": 20,
+        # botocore's default pool is 10 connections: the metadata of 1,000 images, fetched in one
+        # concurrent batch, would then take 100 round trips in sequence
+        "max_pool_connections": 64,
+    }
 }
 
 
@@ -285,10 +294,10 @@ def default_storage_options(protocol: str) -> dict[str, Any]:
     """The options spora-sd starts from for ``protocol`` (the user's ``storage_options`` win).
 
     >>> default_storage_options("s3")["config_kwargs"]["retries"]
-    {'mode': 'standard', 'total_max_attempts': 6}
+    {'max_attempts': 5, 'mode': 'standard'}
     """
     if protocol == "s3":
-        return _merge({}, S3_DEFAULTS)
+        return copy.deepcopy(S3_DEFAULTS)  # a copy: botocore rewrites the retries dict it is given
     if protocol in ("http", "https"):
         # fsspec's HTTP filesystem re-reads a folder's index page on every listing unless told to cache
         return {"use_listings_cache": True, "listings_expiry_time": 600}
@@ -302,8 +311,54 @@ def _s3_env_options() -> dict[str, Any]:
     return {"client_kwargs": {"endpoint_url": endpoint}} if endpoint else {}
 
 
+#: ``storage_options`` every fsspec filesystem takes (its instance and listing caches).
+_FSSPEC_KEYS = ("skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths", "batch_size")
+
+
+def accepted_option_keys(protocol: str) -> list[str]:
+    """The top-level ``storage_options`` keys the filesystem of ``protocol`` accepts, sorted.
+
+    >>> "client_kwargs" in accepted_option_keys("s3") and "headers" in accepted_option_keys("https")
+    True
+    """
+    import inspect
+
+    def named(func: Any) -> set[str]:
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {p.name for p in inspect.signature(func).parameters.values() if p.kind in kinds} - {"self"}
+
+    keys = set(_FSSPEC_KEYS)
+    if protocol == "s3":
+        from aiobotocore.session import AioSession
+        from s3fs import S3FileSystem
+
+        keys |= named(S3FileSystem.__init__) | named(AioSession.__init__)  # s3fs hands the rest to AioSession
+    else:
+        from aiohttp import ClientSession
+        from fsspec.implementations.http import HTTPFileSystem
+
+        keys |= named(HTTPFileSystem.__init__) | named(ClientSession._request)  # the rest go to each request
+        keys -= {"method", "str_or_url"}
+    return sorted(keys - {"asynchronous", "loop"})
+
+
+def _check_option_keys(shown: str, protocol: str, options: dict[str, Any]) -> None:
+    """A storage_options key the filesystem would refuse (with a TypeError, late) is refused here, by name."""
+    accepted = accepted_option_keys(protocol)
+    unknown = [k for k in options if k not in accepted]
+    if unknown:
+        raise InvalidArgumentError(
+            f"{shown}: storage_options key {unknown[0]!r} is not accepted by the "
+            f"{'s3fs' if protocol == 's3' else 'fsspec HTTP'} filesystem; accepted keys: {', '.join(accepted)}"
+        )
+
+
 def parse_location(location: str, storage_options: dict[str, Any] | None = None) -> CohortLocation | None:
-    """The remote location ``location`` names, or ``None`` when it is a local path."""
+    """The remote location ``location`` names, or ``None`` when it is a local path.
+
+    Raises :class:`~spora_sd.errors.InvalidArgumentError` for a ``storage_options`` key the
+    filesystem does not take, naming it and the accepted ones.
+    """
     options = dict(storage_options or {})
     match = _URL_RE.match(location)
     if match:
@@ -319,6 +374,7 @@ def parse_location(location: str, storage_options: dict[str, Any] | None = None)
             options = _merge(_merge(default_storage_options("s3"), _s3_env_options()), options)
         else:
             options = _merge(default_storage_options(scheme), options)
+        _check_option_keys(redact(url), scheme, dict(storage_options or {}))
         return CohortLocation(protocol=scheme, url=url, storage_options=options, shown=redact(url))
     rclone = _rclone_match(location)
     if rclone is None:
@@ -327,6 +383,7 @@ def parse_location(location: str, storage_options: dict[str, Any] | None = None)
     path = rclone.group("path").strip("/")
     if not path:
         raise InvalidArgumentError(f"{location}: an rclone location needs a bucket and a path (remote:bucket/prefix)")
+    _check_option_keys(f"{remote.name}:{path}", "s3", dict(storage_options or {}))
     options = _merge(_merge(_merge(default_storage_options("s3"), _s3_env_options()), remote.storage_options), options)
     return CohortLocation(
         protocol="s3", url=f"s3://{path}", storage_options=options, shown=f"{remote.name}:{path} (s3://{path})"

@@ -17,6 +17,8 @@ np.uint64(3)
 from __future__ import annotations
 
 import contextlib
+import io
+import re
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from spora_sd.io.location import as_path
 from spora_sd.io.remote import is_local, open_binary, remote_errors
 from spora_sd.layout import MASK_KEY
 
-__all__ = ["read_mask", "read_mask_shape", "write_mask"]
+__all__ = ["parse_npy_header", "read_mask", "read_mask_shape", "write_mask"]
 
 
 def write_mask(path: str | Path, mask: np.ndarray, *, overwrite: bool = True) -> Path:
@@ -73,47 +75,131 @@ def _file(path: Any) -> Iterator[Any]:
         yield fh
 
 
+_MAGIC = b"\x93NUMPY"
+# The header numpy writes for a plain dtype ("{'descr': '<u4', 'fortran_order': False, 'shape': (58, 66), }"
+# padded with spaces). Anything else (structured dtypes, other spellings) goes to numpy's own parser.
+_HEADER = re.compile(
+    r"\{'descr': '([<>|=]?[A-Za-z][0-9]*)', 'fortran_order': (True|False), "
+    r"'shape': \(((?:[0-9]+, )*(?:[0-9]+,?)?)\), \} *\n?"
+)
+
+
+def parse_npy_header(raw: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype from the bytes of an ``.npy`` header (magic string included).
+
+    The fixed format numpy writes for plain dtypes is parsed by a regular expression; any other
+    header (a structured dtype, another spelling) goes to numpy's own parser (``ast.literal_eval``,
+    which evaluates literals only). Neither path unpickles. A malformed header raises ``ValueError``.
+
+    Examples
+    --------
+    >>> import io
+    >>> buffer = io.BytesIO()
+    >>> np.lib.format.write_array(buffer, np.zeros((2, 3), dtype="<u4"))
+    >>> parse_npy_header(buffer.getvalue()[:128])
+    ((2, 3), False, dtype('uint32'))
+    """
+    if raw[:6] != _MAGIC or len(raw) < 10:
+        raise ValueError(f"not an .npy header: magic string {raw[:8]!r}")
+    major = raw[6]
+    start = 10 if major == 1 else 12
+    if major in (2, 3) and len(raw) >= 12:
+        text = raw[start : start + int.from_bytes(raw[8:12], "little")]
+    elif major == 1:
+        text = raw[start : start + int.from_bytes(raw[8:10], "little")]
+    else:
+        raise ValueError(f"unsupported .npy format version {major}")
+    found = _HEADER.fullmatch(text.decode("latin1"))
+    if found is not None:
+        descr, fortran, dims = found.groups()
+        shape = tuple(int(d) for d in dims.replace(",", " ").split())
+        return shape, fortran == "True", np.dtype(descr)
+    fh = io.BytesIO(raw)
+    np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(fh)
+    return tuple(int(s) for s in shape), bool(fortran_order), dtype
+
+
+def _read_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """The ``.npy`` header of an open member: shape, Fortran order, dtype and the header's length in bytes."""
+    raw = fh.read(12)
+    if len(raw) < 10 or raw[:6] != _MAGIC:
+        raise ValueError(f"not an .npy member: magic string {raw[:8]!r}")
+    if raw[6] == 1:
+        length = 10 + int.from_bytes(raw[8:10], "little")
+    elif len(raw) == 12:
+        length = 12 + int.from_bytes(raw[8:12], "little")
+    else:
+        raise ValueError("truncated .npy header")
+    if length > 1 << 20:
+        raise ValueError(f"an .npy header of {length} bytes")
+    raw += fh.read(length - len(raw))
+    if len(raw) < length:
+        raise ValueError("truncated .npy header")
+    shape, fortran_order, dtype = parse_npy_header(raw)
+    return shape, fortran_order, dtype, length
+
+
+def _checked_header(path: Any, fh: Any, stored: int, max_pixels: int | None) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read and check the header of the open member ``fh`` of ``stored`` bytes (see :func:`read_mask_shape`)."""
+    shape, fortran_order, dtype, header_bytes = _read_header(fh)
+    if dtype.hasobject:
+        raise CohortFormatError(path, "mask.pickled", "the mask is a pickled object array")
+    check_mask_size(path, shape, max_pixels)
+    declared = header_bytes + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != stored:
+        raise CohortFormatError(
+            path,
+            "mask.unreadable",
+            f"the .npy header declares a {shape} {dtype} array ({declared} bytes with the header), but the "
+            f"member holds {stored} bytes: the file is truncated or corrupt",
+        )
+    return shape, fortran_order, dtype
+
+
 @contextlib.contextmanager
-def _open(path: Any) -> Iterator[np.lib.npyio.NpzFile]:
-    with _file(path) as source:
-        try:
-            with remote_errors(path):
-                npz = np.load(source, allow_pickle=False)
-        except SporaError:
-            raise
-        except FileNotFoundError:
-            raise CohortNotFoundError(f"{path}: mask not found") from None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
-        with npz:
-            yield npz
+def _member(path: Any) -> Iterator[tuple[Any, int]]:
+    """The open ``mask.npy`` member of the ``.npz`` at ``path`` and its size; format errors are ``CohortFormatError``."""
+    try:
+        with _file(path) as source, remote_errors(path), zipfile.ZipFile(source) as zf:
+            name = f"{MASK_KEY}.npy"
+            if name not in zf.namelist():
+                raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (members: {zf.namelist()})")
+            with zf.open(name) as fh:
+                yield fh, zf.getinfo(name).file_size
+    except SporaError:
+        raise  # the rules, a missing file, a server that fails (RemoteAccessError is an OSError)
+    except FileNotFoundError:
+        raise CohortNotFoundError(f"{path}: mask not found") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, ValueError, EOFError) as exc:
+        raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
 
 
 def read_mask(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read the ``"mask"`` array of an ``.npz`` file, refusing pickled content.
 
-    The header is checked first (:func:`read_mask_shape`): a mask that is not 2-D, holds objects or
-    declares more than ``max_pixels`` pixels (default :func:`spora_sd.io.limits.max_mask_pixels`) is
-    refused before anything is allocated.
+    The header is checked first (as in :func:`read_mask_shape`): a mask that is not 2-D, holds
+    objects or declares more than ``max_pixels`` pixels (default
+    :func:`spora_sd.io.limits.max_mask_pixels`) is refused before anything is allocated. The pixels
+    are then decompressed straight into the returned array, and the member's CRC is checked.
     """
     path = _as_path(path)
-    shape, _ = read_mask_shape(path, max_pixels=max_pixels)
-    if len(shape) != 2:
-        raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
-    with _open(path) as npz:
-        if MASK_KEY not in npz.files:
-            raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (keys: {npz.files})")
-        try:
-            with remote_errors(path):
-                mask = npz[MASK_KEY]
-        except SporaError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, KeyError) as exc:
-            # Object arrays were refused from the header above; a ValueError here is a short or corrupt member.
-            raise CohortFormatError(path, "mask.unreadable", f"cannot decompress the mask: {exc}") from None
-    if mask.ndim != 2:
-        raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {mask.shape}")
-    return mask
+    with _member(path) as (fh, stored):
+        shape, fortran_order, dtype = _checked_header(path, fh, stored, max_pixels)
+        if len(shape) != 2:
+            raise CohortFormatError(path, "mask.shape", f"a mask must be 2-D, got shape {shape}")
+        flat = np.empty(int(np.prod(shape)) * dtype.itemsize, dtype=np.uint8)
+        view, done = memoryview(flat), 0
+        while done < len(flat):
+            n = fh.readinto(view[done:])
+            if not n:
+                raise CohortFormatError(path, "mask.unreadable", "cannot decompress the mask: the member ends early")
+            done += n
+        if fh.read(1):  # also reaches the end of the member, where zipfile checks its CRC
+            raise CohortFormatError(path, "mask.unreadable", "cannot decompress the mask: data after the array")
+    pixels = flat.view(dtype)
+    return pixels.reshape(shape[::-1]).T if fortran_order else pixels.reshape(shape)
 
 
 def read_mask_shape(path: str | Path, *, max_pixels: int | None = None) -> tuple[tuple[int, ...], np.dtype]:
@@ -127,33 +213,6 @@ def read_mask_shape(path: str | Path, *, max_pixels: int | None = None) -> tuple
         of more than ``max_pixels`` pixels, default :func:`spora_sd.io.limits.max_mask_pixels`).
     """
     path = _as_path(path)
-    try:
-        with _file(path) as source, remote_errors(path), zipfile.ZipFile(source) as zf:
-            name = f"{MASK_KEY}.npy"
-            if name not in zf.namelist():
-                raise CohortFormatError(path, "mask.key", f"no array under the key 'mask' (members: {zf.namelist()})")
-            stored = zf.getinfo(name).file_size
-            with zf.open(name) as fh:
-                major, _ = np.lib.format.read_magic(fh)
-                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-                shape, _, dtype = read_header(fh)  # header only: no pixel is decompressed
-                header_bytes = fh.tell()
-    except SporaError:
-        raise  # the rules above, a missing file, a server that fails (RemoteAccessError is an OSError)
-    except FileNotFoundError:
-        raise CohortNotFoundError(f"{path}: mask not found") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, ValueError, EOFError) as exc:
-        raise CohortFormatError(path, "mask.unreadable", f"not a readable .npz file: {exc}") from None
-    shape = tuple(int(s) for s in shape)
-    if dtype.hasobject:
-        raise CohortFormatError(path, "mask.pickled", "the mask is a pickled object array")
-    check_mask_size(path, shape, max_pixels)
-    declared = header_bytes + int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if declared != stored:
-        raise CohortFormatError(
-            path,
-            "mask.unreadable",
-            f"the .npy header declares a {shape} {dtype} array ({declared} bytes with the header), but the "
-            f"member holds {stored} bytes: the file is truncated or corrupt",
-        )
+    with _member(path) as (fh, stored):
+        shape, _, dtype = _checked_header(path, fh, stored, max_pixels)  # header only: no pixel is decompressed
     return shape, dtype

@@ -40,21 +40,27 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
+from zarr.storage import WrapperStore
+
 from spora_sd.errors import CohortNotFoundError, RemoteAccessError, SporaError
 from spora_sd.io.location import display_location, limit_retries, redact
+from spora_sd.io.objectstore import obstore_kind, s3_store
 
 if TYPE_CHECKING:
     import zarr.abc.store
     from upath import UPath
 
 __all__ = [
+    "CheckedStore",
     "MissingChunkError",
+    "cached_size",
     "file_size",
     "is_dir",
     "is_file",
     "is_local",
     "listdir",
     "open_binary",
+    "prefetch_listings",
     "read_bytes",
     "read_many",
     "read_many_under",
@@ -118,6 +124,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _classify(exc: BaseException) -> str | None:
     """The kind of a remote failure (see :class:`~spora_sd.errors.RemoteAccessError`), ``"missing"``, or None."""
+    for e in _chain(exc):
+        kind = obstore_kind(e)
+        if kind is not None:
+            return kind
     names = " ".join(type(e).__name__ for e in _chain(exc))
     text = " ".join(str(e) for e in _chain(exc)).lower()
     codes = {_code_of(e) for e in _chain(exc)} - {""}
@@ -257,6 +267,8 @@ def _entries(folder: UPath) -> dict[str, str]:
     """
     fs, fs_path = folder.fs, folder.path.rstrip("/")
     http = folder.protocol in ("http", "https")
+    if not http and _absent_from_cached_parent(fs, fs_path):
+        return {}  # the parent's listing (cached) has no such folder: no request
 
     def ls() -> dict[str, str]:
         try:
@@ -277,6 +289,60 @@ def _entries(folder: UPath) -> dict[str, str]:
         return out
 
     return _call(folder, ls)
+
+
+def _absent_from_cached_parent(fs: Any, fs_path: str) -> bool:
+    """Whether the cached listing of the parent of ``fs_path`` (S3) shows that it is not a folder."""
+    if fs_path in fs.dircache:
+        return False
+    parent = fs_path.rsplit("/", 1)[0]
+    try:
+        entries = fs.dircache[parent] if "/" in fs_path else None
+    except KeyError:
+        return False
+    if entries is None:
+        return False
+    return not any(e.get("name", "").rstrip("/") == fs_path and e.get("type") == "directory" for e in entries)
+
+
+def prefetch_listings(root: Path | UPath, *, depth: int = 4, max_folders: int = 256) -> int:
+    """List the folders under a remote S3 ``root`` ahead of use, one concurrent batch per level; returns how many.
+
+    Opening a cohort lists a dozen folders (metadata, modalities, resolutions, masks), one after the
+    other: a round trip each. Here they are listed level by level, each level at once, into the
+    filesystem's listing cache, which :func:`listdir`, :func:`is_file` and :func:`is_dir` then answer
+    from. Folders whose name has a dot (``<tissue>.ome.zarr``: pixel data) are not descended into,
+    nor more than ``max_folders`` per level. Local roots and HTTP: nothing to do (returns 0). A
+    failure is left to the reads that follow (they retry and say what failed), except on the root.
+    """
+    if isinstance(root, Path) or root.protocol != "s3":
+        return 0
+    from fsspec.asyn import sync
+
+    fs = root.fs
+
+    async def list_all(folders: list[str]) -> list[Any]:
+        return await asyncio.gather(*(fs._lsdir(f) for f in folders), return_exceptions=True)
+
+    level, listed = [root.path.rstrip("/")], 0
+    for depth_now in range(depth + 1):
+        if not level:
+            break
+        results = _call(root, lambda level=level: sync(fs.loop, list_all, level))
+        listed += len(level)
+        below: list[str] = []
+        for entries in results:
+            if isinstance(entries, BaseException):
+                if depth_now == 0:
+                    raise remote_error(entries, root) or entries
+                continue
+            below += [
+                str(e["name"]).rstrip("/")
+                for e in entries
+                if e.get("type") == "directory" and "." not in str(e["name"]).rstrip("/").rsplit("/", 1)[-1]
+            ]
+        level = below[:max_folders]
+    return listed
 
 
 def listdir(path: Path | UPath, *, hidden: bool = False) -> list[str]:
@@ -311,6 +377,31 @@ def file_size(path: Path | UPath) -> int:
     if isinstance(path, Path):
         return path.stat().st_size
     return int(_call(path, lambda: path.fs.size(path.path)))
+
+
+def cached_size(path: Path | UPath) -> int | None:
+    """Size of a remote file from its folder's cached listing (no request), or None when not cached or unknown.
+
+    >>> import pathlib
+    >>> cached_size(pathlib.Path("/local/files/are/not/cached")) is None
+    True
+    """
+    if isinstance(path, Path):
+        return None
+    cache = getattr(path.fs, "dircache", None)
+    if cache is None:
+        return None
+    parent = path.fs._strip_protocol(str(path.parent)).rstrip("/")
+    name = path.fs._strip_protocol(str(path)).rstrip("/")
+    try:
+        entries = cache[parent]
+    except (KeyError, TypeError):
+        return None
+    for entry in entries:
+        if entry.get("name", "").rstrip("/") == name and entry.get("type") == "file":
+            size = entry.get("size")
+            return int(size) if isinstance(size, int) else None
+    return None
 
 
 def open_binary(path: Path | UPath) -> BinaryIO:
@@ -435,22 +526,51 @@ class MissingChunkError(FileNotFoundError):
         super().__init__(key)
 
 
+class CheckedStore(WrapperStore):  # type: ignore[type-arg]
+    """A read-only Zarr store over ``inner`` (keys under ``prefix``), where a missing chunk is an error.
+
+    Zarr reads an absent chunk key as the fill value; here it raises :class:`MissingChunkError`.
+    """
+
+    def __init__(self, inner: Any, prefix: str = "") -> None:
+        super().__init__(inner)
+        self._prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CheckedStore, (self._store, self._prefix))
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        value = await self._store.get(self._prefix + key, prototype, byte_range)
+        if value is None and _is_chunk_key(key):
+            raise MissingChunkError(key)
+        return value
+
+    async def exists(self, key: str) -> bool:
+        return await self._store.exists(self._prefix + key)
+
+
 def zarr_store(path: UPath) -> zarr.abc.store.Store:
-    """A read-only Zarr store over the remote folder ``path``: zarr's ``FsspecStore`` on the same options.
+    """A read-only Zarr store over the remote folder ``path``.
+
+    S3: zarr's ``ObjectStore`` over obstore (:func:`spora_sd.io.objectstore.s3_store`, the same
+    options; one store per bucket and options, the folder is a key prefix); otherwise, or when
+    obstore cannot express the options, zarr's ``FsspecStore`` on the path's filesystem options.
+    The choice was made by measurement (``docs/design.md``, "Remote cohorts").
 
     Reading a chunk or shard key that is not in the store raises :class:`MissingChunkError` (Zarr
     itself would return the fill value), so a missing shard of a remote image is an error, as it is
     locally (:class:`spora_sd.io.images.CheckedLevel`), at no extra request.
     """
-    from zarr.storage import FsspecStore, WrapperStore
+    from zarr.storage import FsspecStore, ObjectStore
 
-    class _CheckedStore(WrapperStore):  # type: ignore[type-arg]
-        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-            value = await self._store.get(key, prototype, byte_range)
-            if value is None and _is_chunk_key(key):
-                raise MissingChunkError(key)
-            return value
-
+    if path.protocol in ("s3", "s3a"):
+        bucket, _, key = path.path.strip("/").partition("/")
+        cache_key = f"{_options_key(path)} {bucket}"
+        if cache_key not in _OBJECT_STORES:
+            bucket_store = s3_store(path, prefix="")
+            _OBJECT_STORES[cache_key] = None if bucket_store is None else ObjectStore(bucket_store, read_only=True)
+        if _OBJECT_STORES[cache_key] is not None:
+            return CheckedStore(_OBJECT_STORES[cache_key], key)
     url = f"{path.protocol}://{path.path.rstrip('/')}" if path.protocol not in ("http", "https") else str(path)
     fs = _async_filesystem(path)
     if fs is None:
@@ -459,8 +579,11 @@ def zarr_store(path: UPath) -> zarr.abc.store.Store:
         _ASYNC_FS[_options_key(path)] = inner.fs
     else:  # the filesystem of an earlier store: a store is then a path on it (opening 1,000 images)
         inner = FsspecStore(fs, read_only=True, path=inner_path(fs, url))
-    return _CheckedStore(inner)
+    return CheckedStore(inner)
 
+
+#: zarr's ``ObjectStore`` per options and bucket (None: obstore cannot express the options).
+_OBJECT_STORES: dict[str, Any] = {}
 
 #: The asynchronous filesystem zarr's stores use, per protocol and options (fsspec would make the same
 #: one again, after hashing the options each time).

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, SporaError
 from spora_sd.io.atomic import atomic_path
 from spora_sd.io.location import as_path
-from spora_sd.io.remote import is_dir, is_file, is_local, remote_errors, retrying
+from spora_sd.io.remote import cached_size, is_dir, is_file, is_local, remote_errors, retrying
 from spora_sd.layout.schemas import check_table, ensure_valid_table
 from spora_sd.layout.schemas.loading import cached_schema
 from spora_sd.report import Problem
@@ -35,17 +35,27 @@ __all__ = [
 ]
 
 
-def _source(path: Any) -> tuple[Any, Any]:
+#: A remote table at most this large (by its folder's cached listing) is read in one request, not two.
+WHOLE_TABLE_BYTES = 4 << 20
+
+
+def _source(path: Any, *, whole: bool = False) -> tuple[Any, Any]:
     """``(path, filesystem)`` for pyarrow: a local path as it is, a remote one through pyarrow's filesystem layer.
 
     A remote table is read through :class:`pyarrow.fs.PyFileSystem` over the path's fsspec filesystem
     (the same credentials, retries and connection pool as the images): pyarrow reads the footer, then
-    only the column chunks (and row groups, with filters) it needs, as range requests.
+    only the column chunks (and row groups, with filters) it needs, as range requests. With ``whole``,
+    a small table (:data:`WHOLE_TABLE_BYTES`, size known from a listing) is one file object fetched
+    in one request: over a network, the footer-then-columns reads are two round trips in sequence.
     """
     path = as_path(path)
     if is_local(path):
         return path, None
     import pyarrow.fs as pafs
+
+    size = cached_size(path) if whole else None
+    if size is not None and size <= WHOLE_TABLE_BYTES:
+        return path.fs.open(path.path, "rb", cache_type="all", size=size), None
 
     return path.path, pafs.PyFileSystem(pafs.FSSpecHandler(path.fs))
 
@@ -146,18 +156,23 @@ def read_arrow_table(path: Any, *, columns: Sequence[str] | None = None, filters
     RemoteAccessError
         The server cannot be read (see :mod:`spora_sd.io.remote`).
     """
-    source, filesystem = _source(path)
+
+    def read() -> pa.Table:
+        source, filesystem = _source(path, whole=True)
+        try:
+            return pq.read_table(
+                source,
+                columns=list(columns) if columns is not None else None,
+                filters=filters,
+                filesystem=filesystem,
+            )
+        finally:
+            if hasattr(source, "close"):  # the file object of a small remote table
+                source.close()
+
     try:
         with remote_errors(path):
-            return retrying(
-                lambda: pq.read_table(
-                    source,
-                    columns=list(columns) if columns is not None else None,
-                    filters=filters,
-                    filesystem=filesystem,
-                ),
-                path,
-            )
+            return retrying(read, path)
     except SporaError:
         raise
     except FileNotFoundError:

@@ -11,6 +11,7 @@ Needs a LaminDB instance (:func:`spora_sd.lamin.init_instance`)::
     sl.register("jackson2020")  # in place: the cohort folder, no copy
     sl.search(tissue="breast", disease="breast carcinoma")
     sdata = sl.load("jackson2020single")
+    sl.register_catalogue()  # every registry cohort with a reachable copy (local, else the bucket)
 
 Submodules are imported on first use, so ``import spora_sd.lamin`` does not import lamindb (or
 connect to an instance) until a function needs it.
@@ -40,6 +41,8 @@ _LAZY_IMPORTS: dict[str, str] = {
     "demo": "spora_sd.lamin.walkthrough",
     "add_storage": "spora_sd.lamin.storage",
     "cohort_fingerprint": "spora_sd.lamin.fingerprint",
+    "register_catalogue": "spora_sd.lamin.catalogue",
+    "Catalogue": "spora_sd.lamin.catalogue",
 }
 
 __all__ = sorted(_LAZY_IMPORTS)
@@ -49,6 +52,8 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs ("x as x" marks a
     from spora_sd.errors import ArtifactNotFoundError as ArtifactNotFoundError
     from spora_sd.errors import MetadataError as MetadataError
     from spora_sd.errors import TermNotFoundError as TermNotFoundError
+    from spora_sd.lamin.catalogue import Catalogue as Catalogue
+    from spora_sd.lamin.catalogue import register_catalogue as register_catalogue
     from spora_sd.lamin.fingerprint import cohort_fingerprint as cohort_fingerprint
     from spora_sd.lamin.instance import current_instance as current_instance
     from spora_sd.lamin.instance import init_instance as init_instance

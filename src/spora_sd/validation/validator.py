@@ -337,6 +337,8 @@ class _Validator:
                 "image.scale",
                 f"{column} of {len(bad)} tissues (e.g. {bad['tissue_id'].iloc[0]}: {bad[column].iloc[0]}) is not "
                 f"one of the stored resolutions {stored}",
+                # a partial copy may hold a coarser resolution only (spora-sd fetch --resolution)
+                "warning" if self.allow_partial else "error",
             )
 
     def check_channels(self, modality: str) -> None:
@@ -491,7 +493,12 @@ class _Validator:
             if not (res_dir / layout.TISSUE_MASKS_DIR).is_dir() and mpp in image_res:
                 self.add(res_dir / layout.TISSUE_MASKS_DIR, "mask.missing", "tissue masks are required here")
         if self.cells is not None and (finest is None or not self.paths.instance_masks_dir(finest).is_dir()):
-            self.add(self.paths.cells, "mask.missing", "cells.parquet exists but no instance masks do")
+            self.add(
+                self.paths.cells,
+                "mask.missing",
+                "cells.parquet exists but no instance masks do",
+                "warning" if self.allow_partial else "error",  # a partial copy fetched without them
+            )
 
     def check_cell_masks(self, mpp: float, folder: Path, finest: bool) -> None:
         for name in _entries(folder):
@@ -516,7 +523,12 @@ class _Validator:
                     values = set(pd.to_numeric(enc.iloc[:, 1], errors="coerce").dropna().astype(int).tolist())
             self.check_mask_folder(mpp, path, kind="semantic", allowed=values)
         if finest and not (folder / layout.INSTANCES_TASK).is_dir() and self.cells is not None:
-            self.add(folder / layout.INSTANCES_TASK, "mask.missing", "instance masks are missing")
+            self.add(
+                folder / layout.INSTANCES_TASK,
+                "mask.missing",
+                "instance masks are missing",
+                "warning" if self.allow_partial else "error",
+            )
 
     def check_mask_folder(self, mpp: float, folder: Path, *, kind: str, allowed: set[int] | None = None) -> None:
         cells_by_tissue = None
@@ -549,6 +561,7 @@ class _Validator:
                     self.paths.instance_mask(mpp, tid) if layout.is_tissue_id(tid) else folder,
                     "mask.missing",
                     f"cells.parquet has cells of {tid!r} but its instance mask is missing",
+                    "warning" if self.allow_partial else "error",
                 )
         if kind == "tissue":
             expected_ids = {t for (t, m) in self.image_shapes if m == mpp}
@@ -685,7 +698,9 @@ def validate(
         and compare every file with the content manifest ``metadata/manifest.json`` when there is one
         (size and CRC32C: finds altered and swapped files; :mod:`spora_sd.validation.manifest`).
     allow_partial
-        Report files missing from a partial copy (e.g. only ``imc/`` was copied) as warnings.
+        Report files missing from a partial copy (e.g. only ``imc/`` was copied) as warnings: also
+        a resolution named in ``mpp_<modality>`` that was not copied (a coarser one only), and
+        instance masks left out (``spora-sd fetch --masks tissue``).
     storage_options
         Options of the remote filesystem when ``path`` is remote (``s3://``, ``https://``, an rclone
         remote): the same checks run over the network (shard indexes with range requests; ``deep``

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import urllib.parse
 from typing import Any
 
 from spora_sd.viewer.bundle import BUNDLE_JS
@@ -43,7 +44,10 @@ _PAGE = """<!doctype html>
 </header>
 <div id="vitessce"></div>
 <script type="module">
-import {{ mountVitessce }} from "/static/{js}";
+import * as bundle from "/static/{js}{version}";
+// marks on the page's clock (benchmarks/bench_view.py reads them); the bundle's chunk-decoding counts
+performance.mark("spora:bundle-evaluated");
+window.sporaView = {{ decodeStats: bundle.decodeStats }};
 const tissues = {tissues};
 const picker = document.getElementById("tissue-picker");
 const status = document.getElementById("status");
@@ -57,7 +61,9 @@ async function show(tissue) {{
     return;
   }}
   const config = await response.json();
-  mountVitessce(element, config, element.clientHeight);
+  performance.mark("spora:config-fetched");
+  bundle.mountVitessce(element, config, element.clientHeight);
+  performance.mark("spora:mounted");
   document.body.dataset.tissue = tissue;
   status.textContent = "";
 }}
@@ -77,8 +83,12 @@ show(picker.value);
 """
 
 
-def index_html(summary: dict[str, Any]) -> str:
-    """The page for ``summary`` (``cohort``, ``modality``, ``tissues`` as :meth:`ViewSession.summary` gives)."""
+def index_html(summary: dict[str, Any], bundle_version: str = "") -> str:
+    """The page for ``summary`` (``cohort``, ``modality``, ``tissues`` as :meth:`ViewSession.summary` gives).
+
+    ``bundle_version`` goes into the bundle's URL (``?v=...``): the server lets browsers keep the
+    bundle for a year, and a rebuilt bundle gets a new URL.
+    """
     tissues = [str(t) for t in summary["tissues"]]
     options = "".join(f'<option value="{html.escape(t)}">{html.escape(t)}</option>' for t in tissues)
     return _PAGE.format(
@@ -89,4 +99,5 @@ def index_html(summary: dict[str, Any]) -> str:
         # a JSON array inside a <script>: "</" must not end the script
         tissues=json.dumps(tissues).replace("</", "<\\/"),
         js=BUNDLE_JS,
+        version=f"?v={urllib.parse.quote(bundle_version)}" if bundle_version else "",
     )

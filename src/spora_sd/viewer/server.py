@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from spora_sd.errors import SporaError
-from spora_sd.viewer.bundle import find_bundle
+from spora_sd.viewer.bundle import BUNDLE_JS, find_bundle
 from spora_sd.viewer.config import tissue_config
 from spora_sd.viewer.page import index_html
 from spora_sd.viewer.session import ViewSession
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)$")
 _STORES = ("image.zarr", "labels.zarr", "cells.zarr")
 _COPY_BLOCK = 1 << 20
+_KEEP = "public, max-age=31536000, immutable"
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -151,8 +152,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _not_found(self, head: bool, why: str = "not found") -> None:
         self._send(404, why.encode(), "text/plain; charset=utf-8", head)
 
-    def _file(self, root: Path, rest: str, head: bool) -> None:
-        """Serve ``root/rest`` (a file inside ``root``), with ``Range``."""
+    def _file(self, root: Path, rest: str, head: bool, cache: str = "no-store") -> None:
+        """Serve ``root/rest`` (a file inside ``root``), with ``Range``; ``cache`` is its ``Cache-Control``."""
         root = root.resolve()
         target = (root / urllib.parse.unquote(rest)).resolve()
         if not target.is_relative_to(root) or not target.is_file():
@@ -174,7 +175,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype or mimetypes.guess_type(target.name)[0] or "application/octet-stream")
         self.send_header("Content-Length", str(stop - start))
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache)
         if byte_range:
             self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
         self._record(206 if byte_range else 200, 0 if head else stop - start, byte_range)
@@ -196,12 +197,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = parts.path
         try:
             if path in ("/", "/index.html"):
-                body = index_html(view.session.summary())
+                body = index_html(view.session.summary(), view.bundle_version)
                 self._send(200, body.encode(), "text/html; charset=utf-8", head)
             elif path == "/favicon.ico":
                 self._send(204, b"", "image/x-icon", head)
             elif path.startswith("/static/"):
-                self._file(view.bundle, path.removeprefix("/static/"), head)
+                # the page asks for the bundle by a URL naming its version (``?v=``): kept for a year, so a
+                # reload or a second page skips fetching and, with Chromium's code cache, compiling it
+                versioned = parts.query == f"v={urllib.parse.quote(view.bundle_version)}"
+                self._file(view.bundle, path.removeprefix("/static/"), head, _KEEP if versioned else "no-cache")
             elif path == "/api/tissues.json":
                 self._json(view.session.summary(), head)
             elif path.startswith("/api/config/") and path.endswith(".json"):
@@ -272,6 +276,9 @@ class ViewServer:
         tissue: str | None = None,
     ) -> None:
         self.bundle = find_bundle(Path(bundle) if bundle is not None else None)
+        built = (self.bundle / BUNDLE_JS).stat()
+        #: names the bundle's build in its URL (modification time and size), see ``_Handler._dispatch``
+        self.bundle_version = f"{built.st_mtime_ns:x}-{built.st_size:x}"
         self._own_cache = cache is None
         self.cache = Path(tempfile.mkdtemp(prefix="spora-sd-view-")) if cache is None else Path(cache)
         self.session = ViewSession(cohort, self.cache, modality)
