@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from remote.helpers import RemoteCohort
 
@@ -210,3 +211,20 @@ def test_crop_reads_the_shard_index_and_the_overlapped_chunks_only(s3_server, tm
     one_chunk = int(np.frombuffer(shard[-(4 * 16 + 4) : -4], dtype="<u8").reshape(4, 2)[3, 1])
     assert log.count == 2
     assert log.bytes_sent == one_chunk + 4 * 16 + 4
+
+
+def test_reopening_sees_a_table_rewritten_in_the_bucket(s3_server, small_cohort: Path) -> None:
+    # s3fs keeps one filesystem per set of options, with a listing cache (sizes included): an open
+    # must list afresh, or a table rewritten since the last open is read with its old size
+    import pyarrow.parquet as pq
+    from remote.helpers import fresh_s3_cohort
+
+    url = fresh_s3_cohort(s3_server, small_cohort)
+    before = spora_sd.open_cohort(url, storage_options=s3_server.storage_options).cells()
+    kept = pq.read_table(small_cohort / "metadata" / "cells.parquet").slice(0, 5)
+    sink = pa.BufferOutputStream()
+    pq.write_table(kept, sink)
+    prefix = url.removeprefix(f"s3://{s3_server.bucket}/")
+    s3_server.put(f"{prefix}/metadata/cells.parquet", sink.getvalue().to_pybytes())
+    after = spora_sd.open_cohort(url, storage_options=s3_server.storage_options).cells()
+    assert len(before) > 5 and len(after) == 5

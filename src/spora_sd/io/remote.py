@@ -311,7 +311,8 @@ def prefetch_listings(root: Path | UPath, *, depth: int = 4, max_folders: int = 
     Opening a cohort lists a dozen folders (metadata, modalities, resolutions, masks), one after the
     other: a round trip each. Here they are listed level by level, each level at once, into the
     filesystem's listing cache, which :func:`listdir`, :func:`is_file` and :func:`is_dir` then answer
-    from. Folders whose name has a dot (``<tissue>.ome.zarr``: pixel data) are not descended into,
+    from. Each open lists afresh, so a table rewritten in the bucket since the last open is read with
+    its new size. Folders whose name has a dot (``<tissue>.ome.zarr``: pixel data) are not descended into,
     nor more than ``max_folders`` per level. Local roots and HTTP: nothing to do (returns 0). A
     failure is left to the reads that follow (they retry and say what failed), except on the root.
     """
@@ -322,7 +323,9 @@ def prefetch_listings(root: Path | UPath, *, depth: int = 4, max_folders: int = 
     fs = root.fs
 
     async def list_all(folders: list[str]) -> list[Any]:
-        return await asyncio.gather(*(fs._lsdir(f) for f in folders), return_exceptions=True)
+        # refresh: s3fs keeps its filesystems (and their listings, sizes included) across opens, and
+        # an open must see the bucket as it is now, not a table's size from before it was rewritten
+        return await asyncio.gather(*(fs._lsdir(f, refresh=True) for f in folders), return_exceptions=True)
 
     level, listed = [root.path.rstrip("/")], 0
     for depth_now in range(depth + 1):
