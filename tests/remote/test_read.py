@@ -206,7 +206,10 @@ def test_crop_reads_the_shard_index_and_the_overlapped_chunks_only(s3_server, tm
 
     y, x = 300, 300  # chunks (1, 1) of shard (0, 0) only: the index, then that chunk
     with s3_server.log.recording() as log:
-        level[:, y : y + 200, x : x + 200].compute()
+        crop = level[:, y : y + 200, x : x + 200].compute()
+    # the right pixels, not zeros from a key read without the image's prefix (zarr >= 3.2 reads the
+    # inner chunks of a shard with get_ranges)
+    np.testing.assert_array_equal(crop, pixels[:, y : y + 200, x : x + 200])
     shard = (local / "0" / "c" / "0" / "0" / "0").read_bytes()
     one_chunk = int(np.frombuffer(shard[-(4 * 16 + 4) : -4], dtype="<u8").reshape(4, 2)[3, 1])
     assert log.count == 2

@@ -545,7 +545,7 @@ class Cohort:
             for mpp in resolutions:
                 present = set(self.image_tissue_ids(modality, mpp))
                 stored.setdefault(mpp, set()).update(present)
-                for tid in group["tissue_id"].astype(str):
+                for tid in group["tissue_id"].dropna().astype(str):
                     if tid not in present:
                         out.append(self._relative(self.paths.image(modality, mpp, tid)))
         out += self._missing_masks(stored)
@@ -559,7 +559,9 @@ class Cohort:
         mask_res = self.mask_resolutions()
         finest = mask_res[0] if mask_res else min(stored, default=None)
         if finest is not None and is_file(self.paths.cells):
-            with_cells = set(read_table(self.paths.cells, columns=["tissue_id"])["tissue_id"].astype(str).unique())
+            # dropna: a missing id is the validator's to report (pandas 3 keeps NaN through astype(str))
+            ids = read_table(self.paths.cells, columns=["tissue_id"])["tissue_id"].dropna()
+            with_cells = set(ids.astype(str).unique())
             out += self._missing_in(self.paths.instance_masks_dir(finest), with_cells)
         elif finest is not None and is_dir(self.paths.instance_masks_dir(finest)):
             out.append(self._relative(self.paths.cells))

@@ -533,6 +533,11 @@ class CheckedStore(WrapperStore):  # type: ignore[type-arg]
     """A read-only Zarr store over ``inner`` (keys under ``prefix``), where a missing chunk is an error.
 
     Zarr reads an absent chunk key as the fill value; here it raises :class:`MissingChunkError`.
+    Every read method zarr may use is overridden (``get``, ``get_partial_values`` and, from zarr 3.2
+    on, ``get_ranges``, which the sharding codec reads inner chunks with): a method left to
+    :class:`~zarr.storage.WrapperStore` would reach the inner store without the prefix and without
+    the check, and read a wrong key as zeros. Zarr's synchronous fast path is turned off for the
+    same reason.
     """
 
     def __init__(self, inner: Any, prefix: str = "") -> None:
@@ -547,6 +552,24 @@ class CheckedStore(WrapperStore):  # type: ignore[type-arg]
         if value is None and _is_chunk_key(key):
             raise MissingChunkError(key)
         return value
+
+    async def get_partial_values(self, prototype: Any, key_ranges: Any) -> list[Any]:
+        key_ranges = list(key_ranges)
+        values = await self._store.get_partial_values(prototype, [(self._prefix + k, r) for k, r in key_ranges])
+        for (key, _), value in zip(key_ranges, values, strict=True):
+            if value is None and _is_chunk_key(key):
+                raise MissingChunkError(key)
+        return values
+
+    async def get_ranges(self, key: str, byte_ranges: Sequence[Any], **kwargs: Any) -> Any:
+        async for batch in self._store.get_ranges(self._prefix + key, byte_ranges, **kwargs):
+            if _is_chunk_key(key) and any(value is None for _, value in batch):
+                raise MissingChunkError(key)
+            yield batch
+
+    @property
+    def _supports_sync_io(self) -> bool:
+        return False
 
     async def exists(self, key: str) -> bool:
         return await self._store.exists(self._prefix + key)
