@@ -162,19 +162,7 @@ def test_secrets_never_show(
             seen.append(str(info.value))
             seen.append(repr(info.value))
     seen += [record.getMessage() for record in caplog.records]
-    result = CliRunner().invoke(
-        app,
-        [
-            "info",
-            s3_cohort.url,
-            "--storage-option",
-            f"key={s3_server.storage_options['key']}",
-            "--storage-option",
-            f"secret={SECRET_KEY}",
-            "--storage-option",
-            f"client_kwargs.endpoint_url={s3_server.endpoint_url}",
-        ],
-    )
+    result = CliRunner().invoke(app, ["info", s3_cohort.url, *_cli_options(s3_server)])
     assert result.exit_code == 0, result.output
     assert "small2025cohort" in result.output
     seen.append(result.output)
@@ -183,10 +171,9 @@ def test_secrets_never_show(
     assert "s3://spora/cohorts/small2025cohort" in text
 
 
-def test_cli_commands_take_storage_options(
-    s3_cohort: RemoteCohort, s3_server: S3Server, no_credentials: Path, tmp_path: Path
-) -> None:
-    options = [
+def _cli_options(s3_server: S3Server) -> list[str]:
+    """``--storage-option`` flags that reach ``s3_server`` (the secret on the command line, as users type it)."""
+    return [
         "--storage-option",
         f"key={s3_server.storage_options['key']}",
         "--storage-option",
@@ -194,6 +181,12 @@ def test_cli_commands_take_storage_options(
         "--storage-option",
         f"client_kwargs.endpoint_url={s3_server.endpoint_url}",
     ]
+
+
+def test_cli_commands_take_storage_options(
+    s3_cohort: RemoteCohort, s3_server: S3Server, no_credentials: Path, tmp_path: Path
+) -> None:
+    options = _cli_options(s3_server)
     runner = CliRunner()
     result = runner.invoke(app, ["validate", s3_cohort.url, *options])
     assert result.exit_code == 0, result.output

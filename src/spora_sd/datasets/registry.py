@@ -395,12 +395,7 @@ def resolve_cohort(
         return _resolve_under_url(root, text, storage_options)
     key = _canonical_key(text)
     if key is None:
-        try:
-            layout.check_dataset_key(text)
-        except LayoutNameError:
-            raise CohortNotFoundError(
-                f"{text!r} is neither an existing folder nor a cohort name. Known cohorts: {_available()}"
-            ) from None
+        _checked_name(text)
         if root is not None and (root / text).is_dir():
             return root / text
         where = f" (looked for {root / text})" if root is not None else ""
@@ -424,15 +419,18 @@ def resolve_cohort(
     )
 
 
+def _checked_name(text: str) -> str:
+    """``text``, a cohort name the registry does not know, when it is a valid dataset key; else a clear error."""
+    try:
+        layout.check_dataset_key(text)
+    except LayoutNameError:
+        raise CohortNotFoundError(
+            f"{text!r} is neither an existing folder nor a cohort name. Known cohorts: {_available()}"
+        ) from None
+    return text
+
+
 def _resolve_under_url(root: str, text: str, storage_options: Mapping[str, Any] | None) -> Any:
     """``$SPORA_DATASETS_DIR`` is a URL: the cohort ``text`` (key or alias) under it."""
-    key = _canonical_key(text)
-    if key is None:
-        try:
-            layout.check_dataset_key(text)
-        except LayoutNameError:
-            raise CohortNotFoundError(
-                f"{text!r} is neither an existing folder nor a cohort name. Known cohorts: {_available()}"
-            ) from None
-        key = text
+    key = _canonical_key(text) or _checked_name(text)
     return resolve_location(f"{root}/{key}", dict(storage_options or {}))
