@@ -394,6 +394,10 @@ class FaultProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY: the answer goes out as two writes (headers, then body); with Nagle's algorithm
+            # the body waited for the client's delayed ACK of the headers, about 40 ms more per request
+            # than `delay` says (measured: 69 ms instead of 27 ms with a 20 ms delay)
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -14,12 +14,16 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "spora_sd"
 _LEAVES = {"importers", "qc", "viewer"}
 FORBIDDEN: dict[str, set[str]] = {
     "layout": {"io", "validation", "convert", "stats", "datasets", "ontologies", "lamin", "ml", "cli", "testing"}
+    | _LEAVES
+    | {"analysis"},
+    "io": {"validation", "convert", "stats", "lamin", "ml", "cli", "testing", "analysis"} | _LEAVES,
+    "validation": {"convert", "stats", "lamin", "ml", "cli", "testing", "analysis"} | _LEAVES,
+    "stats": {"convert", "lamin", "ml", "cli", "testing", "analysis"} | _LEAVES,
+    "convert": {"lamin", "ml", "cli", "testing", "analysis"} | _LEAVES,
+    # analyses of the cell table (squidpy at scale): above stats (its per-tissue map), beside lamin and ml
+    "analysis": {"convert", "lamin", "ml", "cli", "testing"} | _LEAVES,
+    "ontologies": {"io", "validation", "convert", "stats", "datasets", "lamin", "ml", "cli", "testing", "analysis"}
     | _LEAVES,
-    "io": {"validation", "convert", "stats", "lamin", "ml", "cli", "testing"} | _LEAVES,
-    "validation": {"convert", "stats", "lamin", "ml", "cli", "testing"} | _LEAVES,
-    "stats": {"convert", "lamin", "ml", "cli", "testing"} | _LEAVES,
-    "convert": {"lamin", "ml", "cli", "testing"} | _LEAVES,
-    "ontologies": {"io", "validation", "convert", "stats", "datasets", "lamin", "ml", "cli", "testing"} | _LEAVES,
     # lamin attaches a Vitessce config to what it registers (lamin.vitessce -> viewer.config)
     "lamin": {"cli", "ml", "testing", "importers", "qc"},
     "ml": {"cli", "lamin", "testing"} | _LEAVES,

@@ -864,7 +864,10 @@ def test_a_huge_sparse_cell_label_costs_what_its_cells_cost(base_cohort: Path, t
 class RemoteCase:
     id: str
     key: str  # the object to alter, relative to the cohort (a tissue id placeholder: {tid})
-    action: str  # "delete", "truncate" (keep the first half of its bytes), or "lie" (HTTP: every HEAD says 1 KiB more)
+    # "delete", "truncate" (keep the first half of its bytes), "lie" (HTTP: every HEAD says 1 KiB more), or
+    # "delete_unconsolidated" (delete it from a copy whose image groups hold no consolidated metadata, as
+    # other writers make them: with it, remote reads take a level's metadata from its group's zarr.json)
+    action: str
     rule: str | None  # the validator's rule (None: the read is refused and validate reports check.failed)
     file: str  # a fragment of the reported file
 
@@ -880,7 +883,7 @@ REMOTE_CASES = [
     RemoteCase(
         "remote_deleted_level_metadata",
         "imc/1_0mpp/images/{tid}.ome.zarr/0/zarr.json",
-        "delete",
+        "delete_unconsolidated",
         "image.unreadable",
         ".ome.zarr",
     ),
@@ -943,7 +946,12 @@ def test_remote_bad_input_is_refused(case: RemoteCase, base_cohort: Path, s3_ser
         return
     prefix = f"badinput/{case.id}/{DATASET}"
     url = s3_server.upload_folder(base_cohort, prefix)
-    if case.action == "delete":
+    if case.action == "delete_unconsolidated":
+        group = key.rsplit("/", 2)[0] + "/zarr.json"
+        meta = json.loads((base_cohort / group).read_text())
+        del meta["consolidated_metadata"]
+        s3_server.put(f"{prefix}/{group}", json.dumps(meta).encode())
+    if case.action in ("delete", "delete_unconsolidated"):
         s3_server.delete(f"{prefix}/{key}")
     else:
         data = (base_cohort / key).read_bytes()

@@ -10,12 +10,20 @@
 //   first and inlined as a string;
 // - the views spora-sd never shows (3D spatial with three.js, HiGlass, Neuroglancer) for
 //   left-out.js: a third less JavaScript for the browser to fetch, parse and compile.
-// One function is patched (STATS_*): Viv's channel statistics, which Vitessce's layer controller
-// runs on every shown channel of the coarsest pyramid level, sort all of its pixels (quickselect) for
-// percentiles; a cohort image without a pyramid has 1000 x 1000 of them and more. The patched
-// function keeps the exact minimum, maximum and mean, and takes the percentiles of every k-th pixel
-// (at most 262,144 of them): the slider ranges stay exact, the suggested limits change by a sample's
-// error. spora-sd's configs set every channel's window themselves.
+// Four places of the dist are patched (PATCHES: the text found, how often, what replaces it):
+// - "stats", "stats-async": Viv's channel statistics, which Vitessce's layer controller runs on
+//   every shown channel of the coarsest pyramid level (a cohort image without a pyramid has
+//   1000 x 1000 pixels and more), go through all of its pixels and sort them in place, on the main
+//   thread, before the image's first tile is drawn. They are replaced by channel-stats.js (from a
+//   sample of at most 262,144 pixels), which the startup path (the slider range of each shown
+//   channel) awaits from a Web Worker, once per channel (stats-pool.js, stats-worker.js). The
+//   suggested limits and slider ranges change by a sample's error; spora-sd's configs set every
+//   channel's window themselves.
+// - "views": Vitessce's view lookup goes through image-first.js, which mounts the heatmap and the
+//   cell-set view after the image's first tile is drawn.
+// - "random colours": the two spatial views fill a 12 MB table of random segmentation colours with
+//   one Math.random() call per byte (a quarter of a second on the main thread at mount); the patch
+//   fills it with crypto.getRandomValues, same size, same four leading zeros.
 import { build } from "esbuild";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
@@ -41,19 +49,71 @@ const COMMON = {
   logLevel: "warning",
 };
 
-const STATS_FROM = `    t[e] < n && (n = t[e]), t[e] > i && (i = t[e]), r += t[e];
+const PATCHES = [
+  {
+    name: "stats",
+    count: 1,
+    from: `  let e = t.length, n = 1 / 0, i = -1 / 0, r = 0;
+  for (; e--; )
+    t[e] < n && (n = t[e]), t[e] > i && (i = t[e]), r += t[e];
   const o = r / t.length;
-`;
-const STATS_TO = `    t[e] < n && (n = t[e]), t[e] > i && (i = t[e]), r += t[e];
-  const o = r / t.length;
-  if (t.length > 262144) {
-    const k = Math.ceil(t.length / 262144);
-    t = t.filter((_, j) => j % k === 0);
-  }
-`;
-let statsPatched = 0;
+  e = t.length;
+  let A = 0;
+  for (; e--; )
+    A += (t[e] - o) ** 2;
+  const s = (A / t.length) ** 0.5, a = Math.floor(t.length / 2), l = Math.floor(t.length / 4), g = 3 * Math.floor(t.length / 4);
+  _N(t, a);
+  const I = t[a];
+  _N(t, l, 0, a);
+  const C = t[l];
+  _N(t, g, a, t.length - 1);
+  const c = t[g], u = t.filter((Q) => Q > 0), d = 5e-4, B = Math.floor(
+    u.length * (1 - d)
+  ), h = Math.floor(u.length * d);
+  _N(u, B), _N(u, h, 0, B);
+  const F = [
+    u[h] || 0,
+    u[B] || 0
+  ];
+  return {
+    mean: o,
+    sd: s,
+    q1: C,
+    q3: c,
+    median: I,
+    domain: [n, i],
+    contrastLimits: F
+  };`,
+    to: "  return globalThis.__sporaChannelStatsSync(t);",
+  },
+  {
+    name: "stats-async",
+    count: 1,
+    from: "r = await n.getRaster({ selection: i }), o = RM(r.data), { domain: A, contrastLimits: s } = o;",
+    to: "o = await globalThis.__sporaChannelStats(n, i), { domain: A, contrastLimits: s } = o;",
+  },
+  {
+    name: "views",
+    count: 1,
+    from: `      if (j)
+        return j.component;`,
+    to: `      if (j)
+        return globalThis.__sporaViewComponent ? globalThis.__sporaViewComponent(O, j.component) : j.component;`,
+  },
+  {
+    name: "random colours",
+    count: 2,
+    from: "new Uint8Array(2048 * 2048 * 3).map((n, i) => i < 4 ? 0 : Math.round(255 * Math.random()))",
+    to: `((a) => {
+        for (let k = 0; k < a.length; k += 65536) crypto.getRandomValues(a.subarray(k, k + 65536));
+        return a.fill(0, 0, 4);
+      })(new Uint8Array(2048 * 2048 * 3))`,
+  },
+];
+const patched = Object.fromEntries(PATCHES.map((p) => [p.name, 0]));
 
 const worker = await build({ ...COMMON, entryPoints: [here("zstd-worker.js")], write: false });
+const statsWorker = await build({ ...COMMON, entryPoints: [here("stats-worker.js")], write: false });
 const swapped = new Set();
 
 const swapChunks = {
@@ -68,12 +128,13 @@ const swapChunks = {
       return { path: SWAPPED[key] };
     });
     b.onLoad({ filter: /[\\/]node_modules[\\/]vitessce[\\/]dist[\\/]index-[\w-]+\.js$/ }, async (args) => {
-      const source = await readFile(args.path, "utf8");
-      const found = source.split(STATS_FROM).length - 1;
-      if (found === 0) return undefined;
-      if (found !== 1) throw new Error(`${args.path}: Viv's channel statistics found ${found} times`);
-      statsPatched += 1;
-      return { contents: source.replace(STATS_FROM, STATS_TO), loader: "js" };
+      let source = await readFile(args.path, "utf8");
+      for (const patch of PATCHES) {
+        const found = source.split(patch.from).length - 1;
+        patched[patch.name] += found;
+        if (found) source = source.split(patch.from).join(patch.to);
+      }
+      return { contents: source, loader: "js" };
     });
   },
 };
@@ -87,6 +148,7 @@ await build({
     "process.env.NODE_ENV": '"production"',
     global: "globalThis",
     __SPORA_ZSTD_WORKER__: JSON.stringify(worker.outputFiles[0].text),
+    __SPORA_STATS_WORKER__: JSON.stringify(statsWorker.outputFiles[0].text),
   },
   // Vitessce's optional WebXR (VR headset) views import @react-three/xr lazily; the view never
   // uses them, so that import is left out rather than adding the XR stack to the bundle.
@@ -95,8 +157,10 @@ await build({
 });
 // a new vitessce release renames its chunks: fail rather than silently bundle the slow codec
 const missing = Object.keys(SWAPPED).filter((k) => !swapped.has(k));
-if (statsPatched !== 1) {
-  throw new Error(`Viv's channel statistics patched ${statsPatched} times, not once: update STATS_FROM in build.mjs`);
+for (const patch of PATCHES) {
+  if (patched[patch.name] !== patch.count) {
+    throw new Error(`patch "${patch.name}" applied ${patched[patch.name]} times, not ${patch.count}: update PATCHES in build.mjs`);
+  }
 }
 if (missing.length) {
   throw new Error(`node_modules/vitessce/dist has no chunk ${missing.join(", ")}: update SWAPPED in build.mjs`);

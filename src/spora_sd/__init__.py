@@ -36,6 +36,7 @@ _LAZY_IMPORTS: dict[str, str] = {
     "compute_standardization": "spora_sd.stats.standardization",
     "compute_tiling": "spora_sd.stats.tiling",
     "fetch": "spora_sd.io.fetch",
+    "consolidate_images": "spora_sd.io.consolidate",
     "resolve_cohort": "spora_sd.datasets.registry",
     "cohorts": "spora_sd.datasets.registry",
     "view": "spora_sd.viewer.launch",
@@ -49,6 +50,7 @@ __all__ = [
     "compute_cell_intensities",
     "compute_standardization",
     "compute_tiling",
+    "consolidate_images",
     "fetch",
     "from_ai4bmr",
     "from_mcmicro",
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # static imports for type checkers and IDEs
     from spora_sd.importers.mcmicro import from_mcmicro
     from spora_sd.importers.steinbock import from_steinbock
     from spora_sd.io.cohort import Cohort, open_cohort
+    from spora_sd.io.consolidate import consolidate_images
     from spora_sd.io.fetch import fetch
     from spora_sd.qc.page import write_qc_report
     from spora_sd.report import Problem, ValidationReport

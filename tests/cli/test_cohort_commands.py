@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,17 @@ def test_print_report_on_a_terminal_folds_never_truncates(broken_cohort: tuple[P
     assert files == [p.file for p in report.problems]  # ...every character kept, in order
     assert rel in files
     assert _column(output, 2) == [p.rule for p in report.problems]
+
+
+def test_consolidate(small_cohort: Path, tmp_path: Path) -> None:
+    root = shutil.copytree(small_cohort, tmp_path / small_cohort.name)
+    groups = sorted(root.rglob("*.ome.zarr/zarr.json"))
+    for group in groups:
+        meta = json.loads(group.read_text())
+        del meta["consolidated_metadata"]
+        group.write_text(json.dumps(meta))
+    result = runner.invoke(app, ["consolidate", str(root)])
+    assert result.exit_code == 0, result.output
+    assert f"consolidated {len(groups)} image groups" in result.stdout
+    assert all("consolidated_metadata" in json.loads(g.read_text()) for g in groups)
+    assert "consolidated 0 image groups" in runner.invoke(app, ["consolidate", str(root)]).stdout

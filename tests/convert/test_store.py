@@ -104,6 +104,23 @@ def test_metadata_is_what_spatialdata_writes(sdata, tmp_path: Path) -> None:
                 assert (a.shape, a.dtype, a.metadata.dimension_names) == (b.shape, b.dtype, b.metadata.dimension_names)
 
 
+def test_long_string_arrays_are_written_chunk_by_chunk(sdata, tmp_path: Path, monkeypatch) -> None:
+    """The obs names of a table longer than a chunk: one chunk at a time, read back equal, same attributes."""
+    from spora_sd.convert import store
+
+    monkeypatch.setattr(store, "STRING_CHUNK", 16)
+    cells = sdata.tables["cells"]
+    assert cells.n_obs > 3 * 16
+    target = write_spatialdata(_fresh(sdata), tmp_path / "c.zarr")
+    index = "tables/cells/obs/_index"
+    if json.loads((target / index / "zarr.json").read_text())["node_type"] == "group":
+        index += "/values"  # pandas 3 strings: anndata >= 0.13 writes a nullable-string-array (values, mask)
+    names = zarr.open_array(target / index, mode="r")
+    assert names.chunks == (16,) and names.shape == (cells.n_obs,)
+    assert _attributes(target, index) == {"encoding-type": "string-array", "encoding-version": "0.2.0"}
+    assert_sdata_equal(sdata, spatialdata.read_zarr(target))
+
+
 def test_images_keep_chunks_sharding_and_codecs(cohort, sdata, tmp_path: Path) -> None:
     target = write_spatialdata(sdata, tmp_path / "c.zarr")
     checked = 0
@@ -173,6 +190,7 @@ def test_any_spatialdata_round_trips(tmp_path: Path) -> None:
     back = spatialdata.read_zarr(target)
     assert_sdata_equal(sd, back)
     assert zarr.open_array(target / "labels" / "seg" / "s0", mode="r").chunks == (30, 40)  # dask's largest blocks
+    _assert_consolidated_as_zarr(target, tmp_path)  # with points and shapes (Parquet folders)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,6 +211,23 @@ def test_metadata_consolidated_once_at_the_root(sdata, tmp_path: Path) -> None:
             ), f
     group = zarr.open_consolidated(target, mode="r")
     assert set(group.group_keys()) == {"images", "labels", "tables"}
+    _assert_consolidated_as_zarr(target, tmp_path)
+
+
+def _assert_consolidated_as_zarr(target: Path, tmp_path: Path) -> None:
+    """The root ``zarr.json`` is what ``zarr.consolidate_metadata`` writes for the same store, byte for byte."""
+    import shutil
+
+    theirs = shutil.copytree(target, tmp_path / "zarr-consolidated.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)  # Parquet folders; v3 consolidation
+        zarr.consolidate_metadata(zarr.storage.LocalStore(theirs))
+    ours_text, theirs_text = (target / "zarr.json").read_text(), (theirs / "zarr.json").read_text()
+    assert json.loads(ours_text) == json.loads(theirs_text)
+    assert list(json.loads(ours_text)["consolidated_metadata"]["metadata"]) == list(
+        json.loads(theirs_text)["consolidated_metadata"]["metadata"]
+    )
+    assert ours_text == theirs_text
 
 
 def test_deterministic(sdata, tmp_path: Path) -> None:

@@ -335,6 +335,7 @@ PREFIXES = ("uq_", "_lq_")
 #: (file, constant) pairs that are the same word but not the spec's spelling.
 ALLOWED = {
     ("convert/plan_from_attrs.py", "metadata"),  # the key of a column in pyarrow's pandas metadata
+    ("io/consolidated.py", "metadata"),  # the key of zarr's consolidated metadata entries in a zarr.json
 }
 #: Modules that spell another tool's folder layout, whose words happen to match the spec's
 #: (ai4bmr-datasets' ``02_processed/metadata/*.parquet``).

@@ -177,3 +177,31 @@ def test_http_faults_are_retried(small_cohort: Path, tmp_path: Path) -> None:
         with pytest.raises(RemoteAccessError) as down:
             image[:, 64:96, :32].compute()
         assert down.value.kind == "unreachable"
+
+
+def test_image_metadata_read_in_the_background_fails_as_a_plain_read(
+    s3_server: S3Server, s3_cohort: RemoteCohort, s3_proxy: FaultProxy, small_cohort: Path
+) -> None:
+    # to_spatialdata reads every image's zarr.json in the background (S3, obstore) and opens each image as
+    # its metadata arrives: a missing file and a failing server are reported as they are otherwise
+    url = fresh_s3_cohort(s3_server, small_cohort)
+    prefix = url.removeprefix(f"s3://{s3_server.bucket}/")
+    tissue = spora_sd.open_cohort(small_cohort).tissue_ids("imc")[0]
+    s3_server.delete(f"{prefix}/imc/1_0mpp/images/{tissue}.ome.zarr/zarr.json")
+    cohort = spora_sd.open_cohort(url, storage_options=s3_server.storage_options)
+    with pytest.raises(CohortFormatError) as info:
+        spora_sd.to_spatialdata(cohort, elements=("images",))
+    assert info.value.rule == "image.unreadable"
+    _assert_one_line(info.value, f"{url}/imc/1_0mpp/images/{tissue}.ome.zarr")
+    cohort._zarr_json.wait()  # nothing left in flight
+
+    cohort = spora_sd.open_cohort(s3_cohort.url, storage_options=_s3_options(s3_proxy.url, attempts=2))
+    tissues = cohort.tissue_ids("imc")
+    s3_proxy.fail_next(-1, 500, INTERNAL)  # retries through obstore: test_throttling_is_retried_then_reported
+    cohort.prefetch_images("imc", None, tissues, wait=False)
+    with pytest.raises(RemoteAccessError) as info:
+        cohort.image_metadata(tissues[0], "imc")
+    assert info.value.kind == "server"
+    _assert_one_line(info.value, f"{s3_cohort.url}/imc/1_0mpp/images/{tissues[0]}.ome.zarr/zarr.json")
+    s3_proxy.fail_next(0, 500)
+    cohort._zarr_json.wait()

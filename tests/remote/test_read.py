@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from remote.helpers import RemoteCohort
+from remote.helpers import RemoteCohort, fresh_s3_cohort
 
 import spora_sd
 from spora_sd.io.cohort import Cohort
@@ -50,17 +52,38 @@ def test_s3_open_lists_each_folder_once_and_reads_small_tables_in_one_request(s3
     assert tables["channels.parquet"] == 1 and tables["channels_per_tissue.parquet"] == 1, tables
 
 
-def test_image_metadata_is_fetched_concurrently_in_two_batches(remote: RemoteCohort) -> None:
+def test_image_metadata_is_one_zarr_json_per_image(remote: RemoteCohort) -> None:
     cohort = _open(remote)
     tissue_ids = cohort.tissue_ids("imc")
     with remote.log.recording() as log:
         fetched = cohort.prefetch_images("imc", None, tissue_ids)
-    # one group zarr.json and one per level (the synthetic images have one level)
-    assert fetched == 2 * len(tissue_ids)
-    assert sum(p.endswith("zarr.json") for p in log.paths()) == fetched
+    # the group zarr.json holds its levels' metadata (consolidated, as spora-sd writes images)
+    assert fetched == len(tissue_ids)
+    read = [p.split("?")[0] for p in log.paths() if p.split("?")[0].endswith("zarr.json")]
+    assert sorted(p.rsplit("/", 2)[-2] for p in read) == sorted(f"{t}.ome.zarr" for t in tissue_ids)
     with remote.log.recording() as log:
         cohort.image_levels(tissue_ids[0], "imc")
     assert not any(p.endswith("zarr.json") for p in log.paths())  # opened from what was fetched
+
+
+def test_images_without_consolidated_metadata_read_each_level(s3_server, small_cohort: Path, tmp_path: Path) -> None:
+    # as other writers make them: the group zarr.json, then one zarr.json per level, in two concurrent batches
+    root = shutil.copytree(small_cohort, tmp_path / small_cohort.name)
+    for group in root.rglob("*.ome.zarr/zarr.json"):
+        meta = json.loads(group.read_text())
+        del meta["consolidated_metadata"]
+        group.write_text(json.dumps(meta))
+    cohort = spora_sd.open_cohort(fresh_s3_cohort(s3_server, root), storage_options=s3_server.storage_options)
+    tissue_ids = cohort.tissue_ids("imc")
+    with s3_server.log.recording() as log:
+        fetched = cohort.prefetch_images("imc", None, tissue_ids)
+    assert fetched == 2 * len(tissue_ids)  # the synthetic images have one level
+    assert sum(p.endswith("zarr.json") for p in log.paths()) == fetched
+    with s3_server.log.recording() as log:
+        levels = cohort.image_levels(tissue_ids[0], "imc")
+    assert not any(p.endswith("zarr.json") for p in log.paths())
+    local = spora_sd.open_cohort(small_cohort).image(tissue_ids[0], "imc")
+    np.testing.assert_array_equal(levels[0].compute(), local.compute())
 
 
 def test_tables_match_the_local_cohort(remote: RemoteCohort) -> None:

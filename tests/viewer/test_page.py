@@ -116,6 +116,15 @@ def test_page_draws_the_image_with_real_channel_names(view_server: ViewServer, b
     # the cells are outlined and coloured by cell type once the cell sets have loaded
     wait_for(lambda: "cell type" in page.locator("body").inner_text(), "the cell sets")
     wait_for(lambda: tissue_is_drawn(spatial_canvas_pixels(seen)), "the image layer to draw the tissue")
+    # the heatmap and the cell-set view are mounted once the image's first tile is up (the bundle's
+    # image-first.js): after the image's chunks arrived, and they are there
+    wait_for(lambda: view_panel(page, "Heatmap").locator("canvas").count(), "the heatmap")
+    released, chunk_arrived = page.evaluate(
+        """() => [performance.getEntriesByName("spora:views-released").map((m) => m.startTime),
+                  performance.getEntriesByType("resource").filter((e) => e.name.includes("/image.zarr/0/c/"))
+                    .map((e) => e.responseEnd)]"""
+    )
+    assert len(released) == 1 and chunk_arrived and min(chunk_arrived) < released[0], (released, chunk_arrived)
     seen.screenshot("view")
     # the bundle's zstd pool decoded each chunk once, although Viv asks for every channel of a tile
     decoded = page.evaluate("window.sporaView.decodeStats")

@@ -60,6 +60,7 @@ app.command()(demo.demo)
 app.command()(cohort.export)
 app.command()(cohort.standardize)
 app.command()(cohort.tile)
+app.command()(cohort.consolidate)
 app.command("fetch")(fetch_cli.fetch)
 # LaminDB: `spora-sd lamin init|register|search|load|export`, and the everyday commands at the top
 # level too. (`export` at the top level stays the SpatialData-store command.)

@@ -1,4 +1,4 @@
-"""Cohort commands of ``spora-sd``: validate, info, convert, export, make-synthetic, standardize, tile.
+"""Cohort commands of ``spora-sd``: validate, info, convert, export, make-synthetic, standardize, tile, consolidate.
 
 Each is a thin wrapper around one Python function (named in its help); :mod:`spora_sd.cli.app` mounts them.
 """
@@ -20,7 +20,17 @@ from spora_sd.cli.errors import console, csv_list, handle_errors
 from spora_sd.cli.errors import console as stdout_console
 from spora_sd.errors import CohortNotFoundError
 
-__all__ = ["convert", "export", "info", "make_synthetic", "print_report", "standardize", "tile", "validate"]
+__all__ = [
+    "consolidate",
+    "convert",
+    "export",
+    "info",
+    "make_synthetic",
+    "print_report",
+    "standardize",
+    "tile",
+    "validate",
+]
 
 _COHORT_HELP = (
     "Cohort folder, dataset key or alias, or a remote location: s3://bucket/prefix/<dataset>, "
@@ -333,3 +343,23 @@ def tile(
         storage_options=_options(storage_option),
     )
     console.print(f"wrote {path}")
+
+
+@handle_errors
+def consolidate(
+    cohort: Annotated[
+        str, typer.Argument(help="Cohort folder, dataset key or alias, or s3://bucket/prefix/<dataset>.")
+    ],
+    storage_option: StorageOptions = None,
+) -> None:
+    """Add consolidated metadata to each image's zarr.json: remote opens then read one file per image.
+
+    Images written by spora-sd have it already; this is for cohorts written by other tools (local or
+    on S3; each group zarr.json is replaced atomically, and a second run writes nothing).
+
+    → Python: ``spora_sd.consolidate_images(cohort)``
+    """
+    from spora_sd.io.consolidate import consolidate_images
+
+    written = consolidate_images(cohort, storage_options=_options(storage_option), progress=True)
+    console.print(f"consolidated {written} image groups")

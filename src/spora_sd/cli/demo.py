@@ -98,6 +98,7 @@ def run_demo(out: str | Path = "spora-demo", *, n_tissues: int = 4, lamin: bool 
     import squidpy as sq
 
     import spora_sd
+    from spora_sd.analysis import spatial_neighbors
     from spora_sd.convert.element_names import CELL_TABLE
 
     out = Path(out).resolve()
@@ -126,7 +127,7 @@ def run_demo(out: str | Path = "spora-demo", *, n_tissues: int = 4, lamin: bool 
 
     t0 = _step("3. squidpy neighbourhood enrichment, per tissue")
     table = sdata.tables[CELL_TABLE]
-    sq.gr.spatial_neighbors(table, library_key="tissue_id", coord_type="generic", delaunay=True)
+    spatial_neighbors(table, library_key="tissue_id", coord_type="generic", delaunay=True)  # squidpy's, per tissue
     sq.gr.nhood_enrichment(table, cluster_key="cell_type", seed=0, n_perms=200, show_progress_bar=False)
     top = top_interactions(table, "cell_type")
     logger.info("top interactions (z-score):\n%s", top.to_string(index=False))

@@ -5,7 +5,9 @@ table is ever made):
 
 - ``X``: mean intensities, cells x channels of the multiplex panels, float32, NaN where a tissue lacks
   a channel. Stored column-major (Fortran order): every channel is one contiguous copy of its Parquet
-  column, which is several times faster than scattering the columns into a row-major matrix.
+  column, which is several times faster than scattering the columns into a row-major matrix. When
+  no row moves (the whole file, rows in order), the intensity columns are read one row group at a
+  time straight into ``X`` (Arrow never holds them all), while a second thread makes the obs names.
   When ``cells.parquet`` holds no intensity column of a modality, they are computed from the images
   and the instance masks (:func:`spora_sd.stats.intensities.label_means`).
 - ``var``: ``<modality>/channels.parquet`` indexed by channel name, plus a ``modality`` column.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +42,7 @@ from spora_sd.convert import element_names
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.io.cohort import Cohort
 from spora_sd.io.masks import read_mask
-from spora_sd.io.tables import read_arrow_table
+from spora_sd.io.tables import read_arrow_table, read_row_groups
 from spora_sd.stats.intensities import LabelIndex, finest_mask_resolution, image_means, label_centroids
 from spora_sd.stats.parallel import imap_tissues
 
@@ -210,6 +213,39 @@ def _read_cells(cohort: Cohort, columns: list[str], tissue_ids: list[str] | None
     return read_arrow_table(path, columns=columns, filters=filters)  # local or remote; names the file on failure
 
 
+def _obs_names(tissue_codes: np.ndarray, order: list[str], cell_ids: np.ndarray) -> pd.Index:
+    """``<tissue_id>__<cell_id>`` of every cell, in pandas' default string dtype (what anndata reads back)."""
+    tissue_strings = pa.DictionaryArray.from_arrays(pa.array(tissue_codes, pa.int32()), pa.array(order, pa.string()))
+    names = pc.binary_join_element_wise(
+        tissue_strings.cast(pa.string()), pc.cast(pa.array(cell_ids), pa.string()), element_names.SEP
+    )
+    # object in pandas 2, "str" in pandas 3. Without deduplicate_objects=False, pyarrow hashes every
+    # name to share equal strings (all differ): 2.7 s and 1 GB more peak memory for 6 M cells in
+    # pandas 2 (pandas 3 wraps the Arrow array as is).
+    return pd.Index(names.to_pandas(deduplicate_objects=False))
+
+
+def _stream_intensities(path: Any, var_names: list[str], stored: list[str], x: np.ndarray) -> None:
+    """Copy the intensity columns of ``cells.parquet`` into ``x`` one row group at a time.
+
+    A whole-table read first holds every column in Arrow memory (1 GB for 6 M cells x 43 channels)
+    and then copies it; here Arrow holds one row group, on pages it reuses, so the read costs less
+    and the peak is one ``X``, not two.
+    """
+    changed = CohortFormatError(path, "table.unreadable", "the file changed while it was read (row counts differ)")
+    start = 0
+    for group in read_row_groups(path, columns=stored):
+        stop = start + group.num_rows
+        if stop > len(x):
+            raise changed
+        for j, name in enumerate(var_names):
+            if name in group.column_names:
+                _copy_column(group.column(name), x[start:stop, j])
+        start = stop
+    if start != len(x):
+        raise changed
+
+
 def _row_order(codes: np.ndarray, cell_ids: np.ndarray, path: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """The tissues in region order, and the row permutation (``None``: the rows are in order already).
 
@@ -319,7 +355,7 @@ def build_cell_table(
     ]
     stored = [c for c in dict.fromkeys(var_names) if c in present]
     subset = order if set(order) != set(cohort.tissue_ids()) else None
-    table = _read_cells(cohort, [*KEY_COLUMNS, *obs_columns, *stored], subset)
+    table = _read_cells(cohort, [*KEY_COLUMNS, *obs_columns], subset)
 
     # rows: the selected tissues, ordered by tissue and then cell_id
     codes, dictionary = _dictionary(table.column("tissue_id"))
@@ -364,16 +400,27 @@ def build_cell_table(
     def take(values: Any) -> Any:
         return values if rows is None else values[rows]
 
+    # The obs names are Python strings (pandas 2), made while holding the GIL; X is copied without it.
+    pool = ThreadPoolExecutor(1)
+    names = pool.submit(_obs_names, tissue_codes, order, cell_ids)
     n = len(cell_ids)
     # X: column-major, so that every channel is one contiguous copy of its Parquet column
     x = np.empty((n, len(var_names)), dtype=np.float32, order="F")
     for j, name in enumerate(var_names):
         if name not in present:
             x[:, j] = np.nan
-        elif rows is None:
-            _copy_column(table.column(name), x[:, j])
-        else:
-            x[:, j] = _numpy(table.column(name))[rows]
+    if stored and rows is None and subset is None:
+        _stream_intensities(path, var_names, stored, x)
+    elif stored:
+        values = _read_cells(cohort, stored, subset)  # the same filter: the same rows as `table`
+        for j, name in enumerate(var_names):
+            if name not in present:
+                continue
+            if rows is None:
+                _copy_column(values.column(name), x[:, j])
+            else:
+                x[:, j] = _numpy(values.column(name))[rows]
+        del values
 
     obs: dict[str, Any] = {
         element_names.REGION_KEY: pd.Categorical.from_codes(
@@ -387,14 +434,11 @@ def build_cell_table(
     if tissues is not None:
         _join_tissue_columns(obs, tissues, order, tissue_codes)
     del table
-    tissue_strings = pa.DictionaryArray.from_arrays(pa.array(tissue_codes, pa.int32()), pa.array(order, pa.string()))
-    names = pc.binary_join_element_wise(
-        tissue_strings.cast(pa.string()), pc.cast(pa.array(cell_ids), pa.string()), element_names.SEP
-    )
-    # pandas' default string dtype (object in pandas 2, "str" in pandas 3): what anndata reads back.
-    # Without deduplicate_objects=False, pyarrow hashes every name to share equal strings (all differ):
-    # 2.7 s and 1 GB more peak memory for 6 M cells in pandas 2 (pandas 3 wraps the Arrow array as is).
-    obs_names = pd.Index(names.to_pandas(deduplicate_objects=False))
+    obs_names = names.result()
+    pool.shutdown()
+    # Arrow's allocator (mimalloc) keeps the pages of the freed columns for reuse, in the process's
+    # RSS: about 40% of the table (84 MB at 200 tissues). Nothing else here reads Arrow; give them back.
+    pa.default_memory_pool().release_unused()
 
     # per-tissue statistics from the masks: centroids, and the intensities cells.parquet lacks
     computed = [m for m in modalities if not any(c in present for c in cohort.panel(m))]

@@ -14,8 +14,10 @@ also reads and rewrites the ``labels`` group's list of names for each labels ele
 - every group and array of the store is created, with its final metadata, in one concurrent
   ``zarr.create_hierarchy`` call (creating nodes one by one costs a few ms each); the ``labels``
   group's list of names is written once;
-- the root attributes with spatialdata's ``write_attrs``; tables, points and shapes with
-  spatialdata's own element writers (``spatialdata._io``);
+- the root attributes with spatialdata's ``write_attrs``; points and shapes with spatialdata's own
+  element writers (``spatialdata._io``); tables with anndata's writer as spatialdata calls it,
+  except that long string arrays (the obs names) are written one chunk at a time (given the whole
+  array, Zarr encodes all its chunks at once, about 140 bytes per name over the names themselves);
 - images and labels: each element group's attributes (OME-NGFF multiscales, omero channels,
   image-label, coordinate transformations, ``spatialdata_attrs``) are built from spatialdata's and
   ome-zarr's own format objects; each pyramid level is created with the *storage layout of its
@@ -25,7 +27,9 @@ also reads and rewrites the ``labels`` group's list of names for each labels ele
 - the pixels of every image and labels element are written by dask in a few large batches (one task
   per block, each block covering whole shards so that no shard is written by two tasks), in
   parallel on dask's default scheduler, or on the active ``dask.distributed`` client;
-- the metadata is consolidated once, at the end.
+- the metadata is consolidated once, at the end, from the nodes' own ``zarr.json`` files read one
+  at a time: the root ``zarr.json`` that ``zarr.consolidate_metadata`` writes, without holding
+  every node's parsed metadata at once (about 250 MB less at 2,000 tissues).
 
 Measured with ``benchmarks/bench_scale.py`` (``docs/benchmarks.md``, "Scale"): 7.4 s for 802
 elements, 27.5 s for 3,202 and 83.5 s for 8,002 (``SpatialData.write_element`` per element: 143 s
@@ -43,20 +47,23 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import json
 import logging
 import os
+import unicodedata
 import uuid
-import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
+import numpy as np
 
 from spora_sd.errors import InvalidArgumentError
 from spora_sd.io.atomic import atomic_path
+from spora_sd.io.consolidated import CONSOLIDATED_KEY, with_consolidated
 
 if TYPE_CHECKING:
     import zarr
@@ -69,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 #: Images and labels whose pixels are written by one dask computation (the progress bar moves per batch).
 BATCH_ELEMENTS = 256
+#: Strings per chunk of a table's string arrays (obs names), each chunk written on its own.
+STRING_CHUNK = 1 << 18
 
 
 @dataclass
@@ -77,6 +86,48 @@ class _Level:
 
     source: da.Array
     target: zarr.Array
+
+
+# --------------------------------------------------------------------------------------------------
+# tables
+
+
+def _chunked_strings(write: Any, group: Any, key: str, elem: Any, *, iospec: Any, dataset_kwargs: Any) -> None:
+    """anndata's writer, except that a long string array (the obs names) is written one chunk at a time.
+
+    Given the whole array, Zarr encodes every chunk at once: about 140 bytes per name over the array
+    itself (330 MB for 2.4 M obs names), where one chunk at a time costs a chunk. anndata creates
+    the array (empty, with its encoding attributes), which then grows chunk by chunk.
+    """
+    if iospec.encoding_type != "string-array" or getattr(elem, "ndim", 1) != 1 or len(elem) <= STRING_CHUNK:
+        write(group, key, elem, dataset_kwargs=dataset_kwargs)
+        return
+    write(group, key, elem[:0], dataset_kwargs={**dataset_kwargs, "chunks": (STRING_CHUNK,)})
+    array = group[key]
+    array.resize((len(elem),))
+    for start in range(0, len(elem), STRING_CHUNK):
+        array[start : start + STRING_CHUNK] = np.asarray(elem[start : start + STRING_CHUNK], dtype=object)
+
+
+def _write_table(table: Any, group: zarr.Group, name: str, element_format: Any) -> None:
+    """``spatialdata._io.write_table`` (the same group and attributes), with :func:`_chunked_strings`."""
+    from anndata.experimental import write_dispatched
+    from spatialdata.models import TableModel, get_table_keys
+
+    region = region_key = instance_key = None
+    if TableModel.ATTRS_KEY in table.uns:
+        region, region_key, instance_key = get_table_keys(table)
+        TableModel.validate(table)
+    write_dispatched(group, name, table, callback=_chunked_strings)
+    group[name].attrs.update(
+        {
+            "spatialdata-encoding-type": "ngff:regions_table",
+            "region": region,
+            "region_key": region_key,
+            "instance_key": instance_key,
+            "version": element_format.spatialdata_format_version,
+        }
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,6 +325,75 @@ def _store(levels: Sequence[_Level]) -> None:
     dask.compute(Delayed(done, graph), **({"scheduler": client} if client is not None else {}))
 
 
+# --------------------------------------------------------------------------------------------------
+# consolidated metadata
+
+
+def _node_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """``(path, zarr.json)`` of every node under the group at ``root``, parents first, in Zarr's order.
+
+    Zarr's order: by depth, then by case-folded path. A folder without ``zarr.json`` (the Parquet files of points
+    and shapes) is no node, and an array's folder holds only chunks: neither is entered.
+    """
+    level = [("", root)]
+    while level:
+        found: list[tuple[str, Path]] = []
+        for prefix, folder in level:
+            for entry in os.scandir(folder):
+                if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "zarr.json")):
+                    found.append((f"{prefix}{entry.name}", Path(entry.path)))
+        found.sort(key=lambda item: (unicodedata.normalize("NFKC", item[0]).casefold(), item[0]))
+        yield from ((path, folder / "zarr.json") for path, folder in found)
+        groups = []
+        for path, folder in found:
+            with open(folder / "zarr.json", "rb") as f:
+                if json.load(f).get("node_type") == "group":
+                    groups.append((f"{path}/", folder))
+        level = groups
+
+
+def _consolidate(root: Path) -> None:
+    """Write the consolidated metadata of the Zarr v3 store at ``root`` into its root ``zarr.json``.
+
+    What ``zarr.consolidate_metadata`` writes (``tests/convert/test_store.py`` compares the two),
+    built one node at a time from the ``zarr.json`` files the writer produced: each node's metadata as
+    written, each group with an empty ``consolidated_metadata`` of its own, keyed by its path. Zarr's
+    own opens every node and holds their parsed metadata objects at once (the write's peak RSS is
+    about 250 MB lower without it for the 19,000 nodes of a 2,000-tissue cohort); this holds one
+    node. The new root ``zarr.json`` is written under a temporary name and renamed.
+    """
+    indent = " " * 6
+    empty = with_consolidated({}, {})[CONSOLIDATED_KEY]  # each group's own, empty block
+    head = json.loads((root / "zarr.json").read_bytes())
+    head.pop(CONSOLIDATED_KEY, None)
+    node_type = head.pop("node_type", "group")
+    if head.get("zarr_format") != 3:  # Zarr v2 keeps consolidated metadata in .zmetadata: zarr's own
+        import warnings
+
+        import zarr
+
+        with warnings.catch_warnings():
+            # Parquet files of points and shapes are not Zarr nodes; spatialdata silences this too.
+            warnings.filterwarnings("ignore", category=zarr.errors.ZarrUserWarning)
+            zarr.consolidate_metadata(zarr.storage.LocalStore(root))
+        return
+    tmp = root / f".zarr.json.{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(json.dumps(head, indent=2, allow_nan=True)[:-2])
+        out.write(',\n  "consolidated_metadata": {\n    "kind": "inline",\n    "must_understand": false,\n')
+        out.write('    "metadata": {')
+        for n, (path, file) in enumerate(_node_files(root)):
+            node = json.loads(file.read_bytes())
+            if node.get("node_type") == "group":
+                node.pop("node_type")
+                node[CONSOLIDATED_KEY] = empty
+                node["node_type"] = "group"
+            text = json.dumps(node, indent=2, allow_nan=True).replace("\n", "\n" + indent)
+            out.write(f"{',' if n else ''}\n{indent}{json.dumps(path)}: {text}")
+        out.write(f'\n    }}\n  }},\n  "node_type": {json.dumps(node_type)}\n}}')
+    os.replace(tmp, root / "zarr.json")
+
+
 def write_spatialdata(
     sdata: SpatialData, path: str | os.PathLike[str], *, overwrite: bool = False, progress: bool = False
 ) -> Path:
@@ -327,7 +447,7 @@ def write_spatialdata(
     True
     """
     import zarr
-    from spatialdata._io import write_points, write_shapes, write_table
+    from spatialdata._io import write_points, write_shapes
     from spatialdata._io.format import _parse_formats
     from zarr.core.group import GroupMetadata
 
@@ -361,7 +481,7 @@ def write_spatialdata(
         with _progress(progress, len(elements), "writing elements") as advance:
             for kind, name, element in elements:
                 if kind == "tables":
-                    write_table(table=element, group=created[kind], name=name, element_format=formats[kind])
+                    _write_table(element, created[kind], name, formats[kind])
                 elif kind == "points":
                     write_points(points=element, group=created[f"{kind}/{name}"], element_format=formats[kind])
                 elif kind == "shapes":
@@ -379,11 +499,10 @@ def write_spatialdata(
                 _store(levels)
                 for _ in batch:
                     advance()
-        with warnings.catch_warnings():
-            # Parquet files of points and shapes are not Zarr nodes; spatialdata silences this too.
-            warnings.filterwarnings("ignore", category=zarr.errors.ZarrUserWarning)
-            zarr.consolidate_metadata(store)
+        # the 20,000-odd node handles and dask graphs of a large store are not needed to consolidate
+        del created, rasters, nodes
         store.close()
+        _consolidate(tmp)
     sdata.path = target
     logger.debug("wrote %s (%d elements)", target, len(elements))
     return target

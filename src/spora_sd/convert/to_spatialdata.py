@@ -346,7 +346,8 @@ def _images(sel: _Selection, elements: dict[str, ElementEntry]) -> dict[str, Dat
             )
         present = [t for t in sel.tissue_ids if t in wanted and t in on_disk]
         channels_of = _channels_by_tissue(cohort, m, present)
-        cohort.prefetch_images(m, mpp, present)  # remote: every zarr.json in two concurrent batches
+        # remote: every zarr.json fetched concurrently, in the background; each image below waits for its own
+        cohort.prefetch_images(m, mpp, present, wait=False)
         for tissue_id in present:
             path = cohort.paths.image(m, mpp, tissue_id)
             channels = channels_of[tissue_id]

@@ -36,10 +36,20 @@ from dask.utils import parse_bytes
 from spora_sd import layout
 from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgumentError, LayoutNameError
 from spora_sd.io.atomic import is_temporary, recover
+from spora_sd.io.consolidated import consolidated_levels
 from spora_sd.io.images import ImageMetadata, OnMismatch, _check_on_mismatch, open_image_levels, read_image_metadata
 from spora_sd.io.location import child_name, display_location, is_remote
 from spora_sd.io.masks import read_mask
-from spora_sd.io.remote import is_dir, is_file, is_local, listdir, prefetch_listings, read_many_under
+from spora_sd.io.remote import (
+    ArrivingFiles,
+    is_dir,
+    is_file,
+    is_local,
+    listdir,
+    prefetch_listings,
+    read_in_background,
+    read_many_under,
+)
 from spora_sd.io.tables import parquet_columns, parquet_num_rows, read_table
 from spora_sd.layout import CohortPaths
 
@@ -89,7 +99,7 @@ class Cohort:
         _check_on_mismatch(on_mismatch)
         self.on_mismatch: OnMismatch = on_mismatch
         #: Contents of remote ``zarr.json`` files fetched in bulk (:meth:`prefetch_images`).
-        self._zarr_json: dict[str, bytes | None] = {}
+        self._zarr_json = ArrivingFiles()
         if isinstance(path, str) or is_local(path):
             self.path = Path(path).expanduser().resolve()
             if not self.path.is_dir():
@@ -297,36 +307,38 @@ class Cohort:
         """Whether the cohort is read over the network (``s3://``, ``http(s)://``, an rclone remote)."""
         return not is_local(self.path)
 
-    def prefetch_images(self, modality: str, resolution: float | None = None, tissue_ids: Sequence[str] = ()) -> int:
+    def prefetch_images(
+        self, modality: str, resolution: float | None = None, tissue_ids: Sequence[str] = (), *, wait: bool = True
+    ) -> int:
         """Fetch the ``zarr.json`` files of many remote images at once; returns how many files were fetched.
 
         Opening an image reads its group's ``zarr.json`` and then one per pyramid level. Done image by
-        image over a network, that is three round trips per image in sequence; here they are two
-        concurrent batches for all images (groups first, since they name the levels). The contents
-        are kept, and :meth:`image_levels` then opens each image without a request. Local cohorts:
-        nothing to do (returns 0).
+        image over a network, that is three round trips per image in sequence; here they are
+        fetched concurrently for all images. A group whose ``zarr.json`` holds its levels' metadata
+        (consolidated, as spora-sd writes it; see :mod:`spora_sd.io.consolidated`) needs no level
+        file: one request per image. The contents are kept, and :meth:`image_levels` then opens
+        each image without a request. Local cohorts: nothing to do (returns 0).
+
+        With ``wait=False`` (S3 through obstore), it returns at once (the number of images asked
+        for) and the files arrive in the background: opening an image waits for its own files
+        only, so the images whose metadata came first are opened while the rest is on its way.
         """
         if not self.remote:
             return 0
         mpp = self._default_resolution(modality, resolution)
         folder = self.paths.images_dir(modality, mpp)
         url = str(folder).rstrip("/")
-        # strings, not path objects: a remote join costs about a millisecond, for thousands of files
+        # strings, not path objects: a remote join costs about 0.1 ms, for thousands of files
         names = [f"{layout.check_tissue_id(t)}{layout.IMAGE_SUFFIX}" for t in tissue_ids]
         groups = [f"{n}/zarr.json" for n in names if f"{url}/{n}/zarr.json" not in self._zarr_json]
+        if read_in_background(folder, groups, self._zarr_json, follow=_level_files):
+            return self._zarr_json.wait() if wait else len(groups)
+        before = len(self._zarr_json)
         self._zarr_json.update(read_many_under(folder, groups))
-        levels = []
-        for name in names:
-            raw = self._zarr_json.get(f"{url}/{name}/zarr.json")
-            try:
-                datasets = json.loads(raw)["attributes"]["ome"]["multiscales"][0]["datasets"] if raw else []
-                paths = [str(d["path"]) for d in datasets]
-            except (ValueError, KeyError, TypeError, IndexError):
-                continue  # malformed: image_levels reports it, naming the file
-            levels += [f"{name}/{lp}/zarr.json" for lp in paths if lp.isdigit()]
+        levels = [m for rel in groups for m in _level_files(rel, self._zarr_json.get(f"{url}/{rel}"))]
         levels = [rel for rel in levels if f"{url}/{rel}" not in self._zarr_json]
         self._zarr_json.update(read_many_under(folder, levels))
-        return len(groups) + len(levels)
+        return len(self._zarr_json) - before
 
     def image_levels(self, tissue_id: str, modality: str, resolution: float | None = None) -> list[da.Array]:
         """Every pyramid level of an image as lazy ``(C, Y, X)`` dask arrays; no pixel is read.
@@ -621,6 +633,28 @@ class Cohort:
             f"Cohort({self.dataset!r}, tissues={len(self.tissue_ids())}, modalities={self.modalities}, "
             f"resolutions={self.resolutions()})"
         )
+
+
+def _level_files(group_file: str, raw: bytes | None) -> list[str]:
+    """The level ``zarr.json`` files (relative, like ``group_file``) that an image's group ``zarr.json`` names.
+
+    Empty when the group holds them (consolidated metadata), is missing or is malformed (opening the
+    image reports it, naming the file).
+
+    >>> group = {"attributes": {"ome": {"multiscales": [{"datasets": [{"path": "0"}, {"path": "1"}]}]}}}
+    >>> _level_files("x.ome.zarr/zarr.json", json.dumps(group).encode())
+    ['x.ome.zarr/0/zarr.json', 'x.ome.zarr/1/zarr.json']
+    """
+    try:
+        group = json.loads(raw) if raw else {}
+        datasets = group["attributes"]["ome"]["multiscales"][0]["datasets"] if raw else []
+        paths = [str(d["path"]) for d in datasets]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return []
+    if consolidated_levels(group, paths) is not None:
+        return []  # the group's zarr.json holds the levels' metadata
+    image = group_file.removesuffix("zarr.json")
+    return [f"{image}{lp}/zarr.json" for lp in paths if lp.isdigit()]
 
 
 def open_cohort(

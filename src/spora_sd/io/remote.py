@@ -36,14 +36,14 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from zarr.storage import WrapperStore
 
 from spora_sd.errors import CohortNotFoundError, RemoteAccessError, SporaError
-from spora_sd.io.location import display_location, limit_retries, redact
+from spora_sd.io.location import display_location, redact, tune_filesystem
 from spora_sd.io.objectstore import obstore_kind, s3_store
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from upath import UPath
 
 __all__ = [
+    "ArrivingFiles",
     "CheckedStore",
     "MissingChunkError",
     "cached_size",
@@ -63,6 +64,7 @@ __all__ = [
     "prefetch_listings",
     "read_bytes",
     "read_many",
+    "read_in_background",
     "read_many_under",
     "remote_error",
     "remote_errors",
@@ -76,6 +78,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Requests in flight of a batch read through obstore when the options set no pool size.
+_BATCH_CONNECTIONS = 64
 #: Attempts of a read over ``http(s)://`` (s3fs/botocore retry by themselves).
 HTTP_ATTEMPTS = 4
 _HTTP_BACKOFF = 0.25  # seconds, doubled per attempt
@@ -469,7 +473,9 @@ def read_many_under(folder: UPath, relative: Sequence[str]) -> dict[str, bytes |
     keys = {f"{base}/{rel}": f"{url}/{rel}" for rel in relative}
     if not keys:
         return {}
-    got = _call(folder, lambda: folder.fs.cat(list(keys), on_error="return"))
+    got = _obstore_cat(folder, list(keys))
+    if got is None:  # not S3, or options obstore cannot express: s3fs or fsspec's HTTP filesystem
+        got = _call(folder, lambda: folder.fs.cat(list(keys), on_error="return"))
     out: dict[str, bytes | None] = {}
     for key, shown in keys.items():
         value = got.get(key)
@@ -481,6 +487,153 @@ def read_many_under(folder: UPath, relative: Sequence[str]) -> dict[str, bytes |
             raise error if error is not None else value
         out[shown] = value
     return out
+
+
+def _obstore_reader(folder: UPath) -> Callable[[str], Any] | None:
+    """An async read of one ``bucket/key`` through obstore (a limited number in flight at once), or None.
+
+    None when ``folder`` is not S3 or obstore cannot express its options. Many small files (the
+    ``zarr.json`` of every image) are fetched concurrently on fsspec's event loop thread; obstore
+    signs and parses each request in Rust, where s3fs (aiobotocore) spends about 2 ms of Python per
+    request, on the same core as everything else the client does. At most as many requests are in
+    flight as the s3fs connection pool has connections (``config_kwargs.max_pool_connections``):
+    200 at once took twice as long as 64 (1.2 against 0.6 s for 200 files on the loopback server;
+    each new connection costs the server a thread).
+    """
+    if getattr(folder, "protocol", "") not in ("s3", "s3a"):
+        return None
+    store = s3_store(folder, prefix="")
+    if store is None:
+        return None
+    import obstore
+
+    bucket = folder.path.strip("/").partition("/")[0] + "/"
+    config = dict(folder.storage_options).get("config_kwargs") or {}
+    slots = asyncio.Semaphore(max(1, int(config.get("max_pool_connections") or _BATCH_CONNECTIONS)))
+
+    async def get(key: str) -> bytes:
+        async with slots:
+            return bytes(await (await obstore.get_async(store, key.removeprefix(bucket))).bytes_async())
+
+    return get
+
+
+def _obstore_cat(folder: UPath, keys: list[str]) -> dict[str, Any] | None:
+    """``fs.cat(keys, on_error="return")`` through obstore (S3), or None when obstore cannot read ``folder``.
+
+    ``keys`` are ``bucket/key`` paths of the folder's filesystem (see :func:`_obstore_reader`).
+    """
+    get = _obstore_reader(folder)
+    if get is None:
+        return None
+    from fsspec.asyn import get_loop, sync
+
+    async def every() -> list[Any]:
+        return await asyncio.gather(*(get(k) for k in keys), return_exceptions=True)
+
+    results = _call(folder, lambda: sync(get_loop(), every))
+    return dict(zip(keys, results, strict=True))
+
+
+class ArrivingFiles(Mapping[str, "bytes | None"]):
+    """Contents of small files keyed by URL, some still arriving: reading one waits until it is there.
+
+    What :func:`read_in_background` started reading is registered at once, so ``url in files`` is
+    true from the start; ``files[url]`` then waits for that file (and the files read with it),
+    returns ``None`` for a missing one, and raises the :class:`~spora_sd.errors.SporaError` of a
+    failed one. Plain contents are added with :meth:`update`.
+    """
+
+    def __init__(self) -> None:
+        self._done: dict[str, Any] = {}
+        self._pending: dict[str, Any] = {}  # url -> concurrent.futures.Future of {url: bytes | None | error}
+
+    def update(self, contents: Mapping[str, bytes | None]) -> None:
+        self._done.update(contents)
+
+    def add_pending(self, urls: Sequence[str], future: Any) -> None:
+        for url in urls:
+            self._pending[url] = future
+
+    def wait(self) -> int:
+        """Wait for every file still arriving; returns how many files there are."""
+        for url in list(self._pending):
+            self._resolve(url)
+        return len(self._done)
+
+    def _resolve(self, url: str) -> None:
+        future = self._pending.get(url)  # left registered until its contents are in: threads may ask too
+        if future is None:
+            return
+        contents = future.result()
+        for key, value in contents.items():
+            self._done.setdefault(key, value)
+        for key in contents:
+            self._pending.pop(key, None)
+
+    def __getitem__(self, url: str) -> bytes | None:
+        self._resolve(url)
+        value = self._done[url]
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+    def __contains__(self, url: object) -> bool:
+        return url in self._done or url in self._pending
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**dict.fromkeys(self._done), **dict.fromkeys(self._pending)})
+
+    def __len__(self) -> int:
+        return len(set(self._done) | set(self._pending))
+
+
+def read_in_background(
+    folder: UPath,
+    relative: Sequence[str],
+    files: ArrivingFiles,
+    follow: Callable[[str, bytes | None], Sequence[str]] | None = None,
+) -> bool:
+    """Start reading the files ``<folder>/<rel>`` into ``files``, without waiting; False when it cannot.
+
+    S3 only, through obstore (:func:`_obstore_cat`'s store and limit of requests in flight): the
+    reads run on fsspec's event loop thread while the caller goes on, e.g. opening the images whose
+    metadata arrived first. ``follow(rel, content)`` names more files (relative to ``folder``) to
+    read once ``rel`` is there, such as the level ``zarr.json`` files a group names; they arrive
+    together with ``rel``. False (nothing started) when obstore cannot read ``folder``: the caller
+    then reads with :func:`read_many_under`.
+    """
+    get = _obstore_reader(folder)
+    if get is None:
+        return False
+    import concurrent.futures
+
+    from fsspec.asyn import get_loop
+
+    url = str(folder).rstrip("/")
+    base = folder.path.rstrip("/")
+
+    async def one(rel: str) -> Any:
+        try:
+            return await get(f"{base}/{rel}")
+        except Exception as exc:  # noqa: BLE001 - kept for the reader of this file, translated
+            error = remote_error(exc, f"{url}/{rel}")
+            return None if isinstance(error, CohortNotFoundError) else error or exc
+
+    async def chain(rel: str) -> dict[str, Any]:
+        out = {f"{url}/{rel}": await one(rel)}
+        raw = out[f"{url}/{rel}"]
+        more = list(follow(rel, raw)) if follow is not None and not isinstance(raw, BaseException) else []
+        if more:
+            got = await asyncio.gather(*(one(m) for m in more))
+            out.update({f"{url}/{m}": value for m, value in zip(more, got, strict=True)})
+        return out
+
+    loop = get_loop()
+    for rel in relative:
+        future: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(chain(rel), loop)
+        files.add_pending([f"{url}/{rel}"], future)
+    return True
 
 
 def walk_files(root: Path | UPath) -> Iterator[tuple[str, int]]:
@@ -601,7 +754,7 @@ def zarr_store(path: UPath) -> zarr.abc.store.Store:
     fs = _async_filesystem(path)
     if fs is None:
         inner = FsspecStore.from_url(url, storage_options=dict(path.storage_options), read_only=True)
-        limit_retries(inner.fs)
+        tune_filesystem(inner.fs)
         _ASYNC_FS[_options_key(path)] = inner.fs
     else:  # the filesystem of an earlier store: a store is then a path on it (opening 1,000 images)
         inner = FsspecStore(fs, read_only=True, path=inner_path(fs, url))

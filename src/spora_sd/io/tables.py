@@ -8,7 +8,8 @@ only what is asked for is read; :func:`read_table` raises on a broken file, :fun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "parquet_columns",
     "parquet_num_rows",
     "read_arrow_table",
+    "read_row_groups",
     "read_table",
     "read_table_checked",
     "write_table",
@@ -170,15 +172,42 @@ def read_arrow_table(path: Any, *, columns: Sequence[str] | None = None, filters
             if hasattr(source, "close"):  # the file object of a small remote table
                 source.close()
 
+    with _read_errors(path), remote_errors(path):
+        return retrying(read, path)
+
+
+@contextlib.contextmanager
+def _read_errors(path: Any) -> Iterator[None]:
+    """A failed Parquet read as :class:`CohortNotFoundError` or ``table.unreadable``, naming the file."""
     try:
-        with remote_errors(path):
-            return retrying(read, path)
+        yield
     except SporaError:
         raise
     except FileNotFoundError:
         raise CohortNotFoundError(f"{path}: no such table") from None
     except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as exc:
         raise CohortFormatError(path, "table.unreadable", f"not a readable Parquet file: {exc}") from None
+
+
+def read_row_groups(path: Any, *, columns: Sequence[str]) -> Iterator[pa.Table]:
+    """The row groups of a Parquet table (local or remote), one :class:`pyarrow.Table` at a time.
+
+    For a reader that copies the values where they go (the cell table's ``X``): it holds one row
+    group in Arrow memory, not the whole table, and pyarrow's allocator reuses the same pages for
+    each row group. Errors are those of :func:`read_arrow_table`.
+
+    Examples
+    --------
+    >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
+    >>> path = tempfile.mkdtemp() + "/t.parquet"
+    >>> pq.write_table(pa.table({"a": range(5), "b": range(5)}), path, row_group_size=2)
+    >>> [t.num_rows for t in read_row_groups(path, columns=["b"])]
+    [2, 2, 1]
+    """
+    with _read_errors(path), remote_errors(path):
+        file = _parquet_file(path)
+        for i in range(file.metadata.num_row_groups):
+            yield file.read_row_group(i, columns=list(columns))
 
 
 def parquet_columns(path: str | Path) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from spora_sd.errors import CohortFormatError
+from spora_sd.io.consolidated import consolidated_problems
 from spora_sd.io.images import (
     CHUNK_SIZE,
     MAX_SHARDS,
@@ -80,9 +81,8 @@ def _decode_all(level_path: Path, rel: str, problems: list[Problem]) -> None:
 
 
 def _check_level(
-    level_path: Path, rel: str, n_channels: int | None, deep: bool, problems: list[Problem]
+    level_path: Path, rel: str, meta: dict, n_channels: int | None, deep: bool, problems: list[Problem]
 ) -> tuple[int, ...] | None:
-    meta = _level_meta(level_path)
     if meta.get("zarr_format") != 3 or meta.get("node_type") != "array":
         problems.append(Problem(rel, "image.zarr_format", "pyramid level is not a Zarr format 3 array"))
         return None
@@ -166,13 +166,37 @@ def check_image(
         problems.append(Problem(rel, "image.ome_metadata", "no omero.channels labels"))
     hw = None
     n_channels = len(expected_channels) if expected_channels is not None else None
+    own: dict[str, dict] = {}
     for lp in meta.level_paths:
         level_rel = f"{rel}/{lp}"
         try:
-            shape = _check_level(path / lp, level_rel, n_channels, deep, problems)
+            own[lp] = _level_meta(path / lp)
+            shape = _check_level(path / lp, level_rel, own[lp], n_channels, deep, problems)
         except CohortFormatError as exc:
             problems.append(Problem(level_rel, exc.rule, exc.message))
             continue
         if lp == "0" and shape is not None:
             hw = (shape[1], shape[2])
+    problems += _consolidated_problems(path, rel, own)
     return problems, hw
+
+
+def _consolidated_problems(path: Path, rel: str, own: dict[str, dict]) -> list[Problem]:
+    """``image.consolidated`` when the group's consolidated metadata (optional) disagrees with the levels' zarr.json."""
+    try:
+        group = _level_meta(path)  # the group's zarr.json (read_image_metadata parsed it already)
+    except CohortFormatError:
+        return []
+    stale = consolidated_problems(group, own)
+    if not stale:
+        return []
+    levels = sorted({lp for lp, _ in stale})
+    details = "; ".join(f"level {lp}: {', '.join(k for p, k in stale if p == lp)}" for lp in levels)
+    return [
+        Problem(
+            f"{rel}/zarr.json",
+            "image.consolidated",
+            f"consolidated_metadata disagrees with the levels' own zarr.json ({details}): readers would open the "
+            "levels with stale shapes or codecs; rewrite it with spora_sd.consolidate_images (or remove the key)",
+        )
+    ]

@@ -69,6 +69,8 @@ RULES: dict[str, str] = {
     "image.corrupt": "a chunk cannot be decoded (checksum mismatch, decompression error); found by reads and "
     "by validate --deep",
     "image.channels": "channel count differs from the channels_per_tissue row",
+    "image.consolidated": "the image group's consolidated metadata (an optional zarr.json key) differs from a "
+    "level's own zarr.json (stale), or lacks a level",
     "image.channel_labels": "omero channel labels differ from the tissue's channels (channels.parquet order, "
     "filtered by channels_per_tissue.parquet)",
     "image.scale": "level-0 scale times the axis unit is not the resolution folder's mpp (or disagrees with "
