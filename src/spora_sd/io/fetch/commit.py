@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ _STAGING = "fetch"  # .<name>.tmp-fetch
 _PART = "part"  # .<file>.tmp-part
 _STATE_FILE = "state.json"  # in the staging folder: the identity of its work tree
 _JOURNAL_FILE = "verified.jsonl"  # in the staging folder: one verified file per line
+
+
+def _finished_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, skipping temporary files and folders (writes in progress) and symlinks."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not is_temporary(d)]
+        here = Path(dirpath)
+        for name in filenames:
+            path = here / name
+            if not is_temporary(name) and not path.is_symlink():
+                yield path
 
 
 def _default_dest(key: str) -> Path:
@@ -99,23 +111,17 @@ class _Staging:
         """
         if not self.dest.is_dir():
             return {}
-        for dirpath, dirnames, filenames in os.walk(self.dest):
-            dirnames[:] = [d for d in dirnames if not is_temporary(d)]
-            here = Path(dirpath)
-            for name in filenames:
-                source = here / name
-                if is_temporary(name) or source.is_symlink():
-                    continue
-                target = self.work / source.relative_to(self.dest)
-                if _exists(target) or _exists(target.with_name(f".{target.name}{TMP_MARKER}{_PART}")):
-                    continue  # the staging copy is newer (downloaded by an interrupted fetch)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(source, target)
-                except OSError:  # no hard links on this file system: copy it
-                    import shutil
+        for source in _finished_files(self.dest):
+            target = self.work / source.relative_to(self.dest)
+            if _exists(target) or _exists(target.with_name(f".{target.name}{TMP_MARKER}{_PART}")):
+                continue  # the staging copy is newer (downloaded by an interrupted fetch)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:  # no hard links on this file system: copy it
+                import shutil
 
-                    shutil.copy2(source, target)
+                shutil.copy2(source, target)
         _fault_point("fetch.linked")
         try:
             manifest = read_manifest(self.dest)
@@ -145,20 +151,14 @@ class _Staging:
     def commit(self, entries: dict[str, dict[str, Any]]) -> None:
         """Write the copy's manifest, remove the marker and move the work tree to the destination."""
         listed = {}
-        for dirpath, dirnames, filenames in os.walk(self.work):
-            dirnames[:] = [d for d in dirnames if not is_temporary(d)]
-            here = Path(dirpath)
-            for name in filenames:
-                path = here / name
-                if is_temporary(name) or path.is_symlink():
-                    continue
-                rel = path.relative_to(self.work).as_posix()
-                if rel == f"{layout.METADATA}/{layout.MANIFEST_FILE}":
-                    continue
-                entry = entries.get(rel)
-                if entry is None or entry.get("size") != path.stat().st_size:
-                    entry = {"size": path.stat().st_size, ALGORITHM: file_checksum(path)}
-                listed[rel] = {"size": int(entry["size"]), ALGORITHM: str(entry[ALGORITHM])}
+        for path in _finished_files(self.work):
+            rel = path.relative_to(self.work).as_posix()
+            if rel == f"{layout.METADATA}/{layout.MANIFEST_FILE}":
+                continue
+            entry = entries.get(rel)
+            if entry is None or entry.get("size") != path.stat().st_size:
+                entry = {"size": path.stat().st_size, ALGORITHM: file_checksum(path)}
+            listed[rel] = {"size": int(entry["size"]), ALGORITHM: str(entry[ALGORITHM])}
         (self.work / layout.METADATA).mkdir(exist_ok=True)
         _dump(self.work, listed)
         _fault_point("fetch.manifest_written")
