@@ -24,7 +24,10 @@ Goals, printed as ratios:
 - ``scale_open_vs_read_zarr``: ``to_spatialdata`` / ``read_zarr`` at the largest size, <= 0.2;
 - ``scale_rss``: peak RSS increase over all the steps at the largest size / (cell table + 1 GB), <= 1;
   the steps run as a pipeline that holds one SpatialData object at a time (the one from
-  ``to_spatialdata`` until it is written, then the one read back), and the largest peaks are named.
+  ``to_spatialdata`` until it is written, then the one read back until ``from_spatialdata`` has
+  written it), and keeps only what the next steps need: after ``from_spatialdata`` that is the cell
+  table of the SpatialData read back (for ``spatial_neighbors``), not the SpatialData itself (a
+  pipeline drops it too; ``cell_intensities`` reads the cohort). The largest peaks are named;
   the details also give the peak of the other steps against the same budget (``without
   spatial_neighbors / budget``). Each size's line lists the peak of every step;
 - ``scale_neighbors_vs_squidpy``: time and peak RSS increase of ``spatial_neighbors`` / squidpy's own
@@ -149,6 +152,9 @@ def measure(n: int, quick: bool) -> dict[str, object]:
 def _steps(n: int, quick: bool) -> dict[str, object]:
     """Every step at one size, as a pipeline that keeps one SpatialData object at a time.
 
+    After ``from_spatialdata`` it keeps only the cell table of the SpatialData read back (what
+    ``spatial_neighbors`` needs), not the SpatialData.
+
     The write baseline runs right after ``write_spatialdata`` at ``WRITE_SIZE`` (outside the RSS
     figures); the cell table of ``spatial_neighbors`` is the one read back from the store.
     """
@@ -190,8 +196,9 @@ def _steps(n: int, quick: bool) -> dict[str, object]:
     sdata = None  # one SpatialData at a time, as a pipeline would
     back = step("read_zarr", lambda: spatialdata.read_zarr(store))
     step("from_spatialdata", lambda: from_spatialdata(back, exported, standardization=False, tiling=False))
-    step("cell_intensities", lambda: compute_cell_intensities(path))
     cells = back.tables["cells"]  # type: ignore[attr-defined]
+    back = None  # the steps below need only the cell table: a pipeline keeps that, not the SpatialData
+    step("cell_intensities", lambda: compute_cell_intensities(path))
     graph = step("spatial_neighbors", lambda: spatial_neighbors(cells, coord_type="generic", copy=True))
     del graph  # before the baseline runs
     out.update(cells=int(cells.n_obs), cell_table_bytes=_table_bytes(cells), load=os.getloadavg()[0])
@@ -202,7 +209,7 @@ def _steps(n: int, quick: bool) -> dict[str, object]:
         )
     out["squidpy_neighbors"] = {"s": squidpy_s, "peak": rss.peak - start}
     del graph
-    back = cells = None
+    cells = None
     shutil.rmtree(work, ignore_errors=True)
     return out
 

@@ -16,11 +16,14 @@ Reported:
   buffer for it). A screenshot confirms the tile afterwards. The steps on the way, same clock:
   the bundle received and evaluated (the page's ``spora:*`` performance marks), Vitessce mounted,
   the first image chunk requested and received, the first uint16 texture (an image tile) uploaded.
-  Also given: the chunk decodes the bundle's zstd pool ran and how many asks it answered (Viv asks
-  for every channel of a tile separately).
+  Also given: the image chunk requests (the server presents the image one channel per chunk, see
+  ``spora_sd.viewer.channel_chunks``, so there is one per shown channel and chunk), and the chunk
+  decodes the bundle's zstd pool ran (none since: the served chunks are uncompressed).
 - ``view_unrequested_reads``: shard files of the image the server opened that no browser request
-  named, counted with a Python audit hook on ``open`` over the whole load (the session's set-up
-  included: it reads the image's metadata, never its pixels). Goal: none.
+  named (a channel chunk request names the shard holding its chunk, ``ViewServer.image_file``),
+  counted with a Python audit hook on ``open`` over the whole load (the session's set-up included:
+  it reads the image's metadata, never its pixels): a shard opened more often than requests named
+  it counts the difference. Goal: none.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ def _load_once(server: object, browser: object, tissue: str) -> dict[str, float]
                 raise RuntimeError("the page marked the tile drawn, but no screenshot of the canvas shows it")
             time.sleep(0.1)
         confirmed = time.perf_counter() - t0
-        chunks = [r for r in server.log.data_requests(tissue) if "/0/c/" in r.path and r.status == 206 and r.time > t0]
+        chunks = [r for r in server.log.data_requests(tissue) if "/0/c/" in r.path and r.status == 200 and r.time > t0]
     return {
         "drawn": marks["drawn"] / 1e3,
         "texture": marks["texture"] / 1e3,
@@ -200,14 +203,15 @@ def run(quick: bool) -> list[Result]:
     opens.armed = True  # from before the server opens the cohort: its set-up counts too
     with ViewServer(path) as server, launch_chromium() as browser:
         tissue = server.session.tissues[0]
-        image = server.session.image_folder(tissue)
         for _ in range(p["repeat"]):
             loads.append(_load_once(server, browser, tissue))
-        requested = Counter(
-            str((image / r.path.split("/image.zarr/", 1)[1]).resolve())
+        # the cohort file each image request names (a channel chunk: the shard holding that chunk)
+        named = (
+            server.image_file(tissue, r.path.split("/image.zarr/", 1)[1])
             for r in server.log.snapshot()
-            if "/image.zarr/" in r.path and r.method == "GET" and r.status in (200, 206)
+            if "/image.zarr/" in r.path and r.method == "GET" and r.status == 200
         )
+        requested = Counter(str(f.resolve()) for f in named if f is not None)
     opens.armed = False
     shard_opens = Counter(q for q in opens.paths if f"{Path('0', 'c')}" in q)
     unrequested = sum(max(0, n - requested.get(q, 0)) for q, n in shard_opens.items())

@@ -19,8 +19,16 @@
 //   channel) awaits from a Web Worker, once per channel (stats-pool.js, stats-worker.js). The
 //   suggested limits and slider ranges change by a sample's error; spora-sd's configs set every
 //   channel's window themselves.
+// - "default ranges": every image and segmentation loader computed the statistics of its first
+//   four channels (reading them whole) for its default layer, which only the old "spatial" view
+//   uses, before the loader was ready; the page's views take their channels from the config. The
+//   default layer's ranges are now the data type's (stats-pool.js), read from no pixel, so the
+//   startup reads the shown channels only, all at once.
 // - "views": Vitessce's view lookup goes through image-first.js, which mounts the heatmap and the
 //   cell-set view after the image's first tile is drawn.
+// - "outlines after the image": the spatial view's segmentation layers (the cell outlines) and its
+//   scale bar are handed to deck.gl once the image's first tile is drawn (image-first.js): their
+//   shader programs took two seconds of SwiftShader compiles before the image's first frame.
 // - "random colours": the two spatial views fill a 12 MB table of random segmentation colours with
 //   one Math.random() call per byte (a quarter of a second on the main thread at mount); the patch
 //   fills it with crypto.getRandomValues, same size, same four leading zeros.
@@ -93,12 +101,45 @@ const PATCHES = [
     to: "o = await globalThis.__sporaChannelStats(n, i), { domain: A, contrastLimits: s } = o;",
   },
   {
+    name: "default ranges",
+    count: 1,
+    from: `  const o = await l1({
+    loader: t.data,
+    selections: r,
+    use3d: e
+  }), A = zge(t)`,
+    to: `  const o = globalThis.__sporaDefaultRanges ? globalThis.__sporaDefaultRanges(t.data, r) : await l1({
+    loader: t.data,
+    selections: r,
+    use3d: e
+  }), A = zge(t)`,
+  },
+  {
     name: "views",
     count: 1,
     from: `      if (j)
         return j.component;`,
     to: `      if (j)
         return globalThis.__sporaViewComponent ? globalThis.__sporaViewComponent(O, j.component) : j.component;`,
+  },
+  {
+    name: "outlines after the image",
+    count: 1,
+    from: `    return [
+      ...e,
+      ...r,
+      ...n,
+      ...i,
+      // neighborhoodsLayer,
+      // obsLocationsLayer,
+      this.createScaleBarLayer(),`,
+    to: `    const held = globalThis.__sporaHoldLayers?.(this);
+    return [
+      ...e,
+      ...(held ? [] : r),
+      ...n,
+      ...i,
+      held ? null : this.createScaleBarLayer(),`,
   },
   {
     name: "random colours",

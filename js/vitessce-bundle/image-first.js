@@ -1,14 +1,16 @@
-// Draws the image first: the views that do not show the image (the heatmap and the cell-set view)
-// are mounted once the spatial view has uploaded its first image tile and drawn it, not at the same
-// time as the image. Each of them otherwise sets up its own deck.gl canvas, WebGL programs and data
-// on the page's one main thread while the image loads, and with a software WebGL renderer that
-// doubles the time to the first tile (docs/benchmarks.md, "Vitessce view").
+// Draws the image first: the views that do not show the image (the heatmap and the cell-set view),
+// and the spatial view's cell outlines and scale bar, are mounted once the spatial view has uploaded
+// its first image tile and drawn it, not at the same time as the image. Each of them otherwise sets
+// up its own WebGL programs (the views: their own deck.gl canvas) and data on the page's one main
+// thread while the image loads, and with a software WebGL renderer that doubles the time to the
+// first tile (docs/benchmarks.md, "Vitessce view").
 //
 // build.mjs routes Vitessce's view lookup (VitessceGridLayout's getComponent) through
 // globalThis.__sporaViewComponent, defined here: a deferred view renders a short note until the gate
-// opens. The gate opens two animation frames after the image layer's first tile: the first texture
-// upload with format RED_INTEGER (Viv's tiles of integer pixels; no other layer uploads those) or
-// the first compile of Viv's image shader (xr-layer, for float pixels), whichever comes first; or
+// opens. The gate opens once the image layer's first tiles are up: after the first texture upload
+// with format RED_INTEGER (Viv's tiles of integer pixels; the outlines' labels would be too, but
+// they are held) or the first compile of Viv's image shader (xr-layer, for float pixels), whichever
+// comes first, as soon as QUIET_FRAMES animation frames went by without another such upload; or
 // FALLBACK_MS after the mount at the latest (an image that fails to load). Each mount
 // (mountVitessce: a tissue) closes the gate again.
 import React from "react";
@@ -16,6 +18,7 @@ import React from "react";
 export const DEFERRED_VIEWS = new Set(["heatmap", "obsSets"]);
 const FALLBACK_MS = 15000;
 const RED_INTEGER = 0x8d94;
+const QUIET_FRAMES = 2;
 
 let gate = null;
 
@@ -42,10 +45,22 @@ export function holdDeferredViews() {
 
 function imageTileUploaded() {
   const g = gate;
-  if (g === null || g.open || g.releasing) return;
+  if (g === null || g.open) return;
+  g.uploads = (g.uploads ?? 0) + 1;
+  if (g.releasing) return;
   g.releasing = true;
-  // the upload happens inside deck.gl's frame that draws the tile; the views come after that frame
-  requestAnimationFrame(() => requestAnimationFrame(g.release));
+  // the uploads happen inside deck.gl's frames that draw the tiles; the gate opens after QUIET_FRAMES
+  // frames without one, so that the tiles of the first view (which arrive over a few frames) are
+  // drawn before the views and layers it holds compile their programs
+  let seen = -1;
+  let quiet = 0;
+  const tick = () => {
+    quiet = g.uploads === seen ? quiet + 1 : 0;
+    seen = g.uploads;
+    if (quiet >= QUIET_FRAMES) g.release();
+    else if (!g.open) requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
 }
 
 function watchUploads(proto) {
@@ -64,6 +79,22 @@ function watchUploads(proto) {
       return upload.apply(this, args);
     };
   }
+}
+
+// The spatial view's segmentation layers (the cell outlines) and scale bar wait for the gate too
+// (build.mjs, patch "outlines after the image"): while it is closed, the view hands deck.gl its image
+// layers only, so their shader programs (two seconds of SwiftShader compiles for the outlines) come
+// after the image's first frame; the gate re-renders the view when it opens. The outlines' data
+// still loads meanwhile.
+function holdLayers(view) {
+  const g = gate;
+  if (g === null || g.open) return false;
+  g.held ??= new WeakSet();
+  if (!g.held.has(view)) {
+    g.held.add(view);
+    g.listeners.add(() => view.forceUpdate());
+  }
+  return true;
 }
 
 const wrappers = new WeakMap(); // view component -> its deferred wrapper (one each: React keeps it mounted)
@@ -96,4 +127,5 @@ function deferred(name, Component) {
 if (typeof window !== "undefined") {
   watchUploads(window.WebGL2RenderingContext?.prototype);
   globalThis.__sporaViewComponent = deferred;
+  globalThis.__sporaHoldLayers = holdLayers;
 }

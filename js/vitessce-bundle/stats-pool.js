@@ -59,7 +59,23 @@ export function loaderChannelStats(loader, selection) {
   return answer;
 }
 
+const DTYPE_MAX = { Uint8: 255, Uint16: 65535, Uint32: 4294967295, Int8: 127, Int16: 32767, Int32: 2147483647 };
+
+/**
+ * The ranges of a loader's default layer (build.mjs, patch "default ranges"): the data type's, for
+ * every channel of `selections`, in the shape of Vitessce's statistics ({domains, sliders}), without
+ * reading a pixel. Only the old "spatial" view uses that layer; the page's views follow the config.
+ *
+ *   defaultRanges({ dtype: "Uint16" }, [{ c: 0 }]).domains  // [[0, 65535]]
+ */
+export function defaultRanges(loader, selections) {
+  const level = Array.isArray(loader) ? loader[loader.length - 1] : loader;
+  const range = () => [0, DTYPE_MAX[level.dtype] ?? 1];
+  return { domains: selections.map(range), sliders: selections.map(range) };
+}
+
 if (typeof window !== "undefined") {
+  globalThis.__sporaDefaultRanges = defaultRanges;
   globalThis.__sporaChannelStats = loaderChannelStats;
   globalThis.__sporaChannelStatsSync = channelStats;
 }

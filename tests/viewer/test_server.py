@@ -75,30 +75,54 @@ def test_config_names_the_real_channels_and_the_served_stores(server: ViewServer
     assert selection == [["cell type", t] for t in types]
 
 
-def test_image_chunks_are_served_as_the_byte_ranges_asked_for(server: ViewServer) -> None:
+def test_image_chunks_are_one_channel_of_the_cohorts_pixels(server: ViewServer) -> None:
+    import numpy as np
+
     tissue = server.session.tissues[1]
-    shard = server.session.image_folder(tissue) / "0" / "c" / "0" / "0" / "0"
-    data = shard.read_bytes()
+    pixels = np.asarray(server.session.cohort.image(tissue, "imc"))
     server.log.clear()
-    status, headers, body = _get(server, f"/data/{tissue}/image.zarr/0/c/0/0/0", {"Range": "bytes=-20"})
-    assert status == 206 and body == data[-20:]
-    assert headers["Content-Range"] == f"bytes {len(data) - 20}-{len(data) - 1}/{len(data)}"
-    status, _, body = _get(server, f"/data/{tissue}/image.zarr/0/c/0/0/0", {"Range": "bytes=5-104"})
-    assert status == 206 and body == data[5:105]
+    status, headers, body = _get(server, f"/data/{tissue}/image.zarr/0/zarr.json")
+    level = json.loads(body)
+    assert status == 200 and level["chunk_grid"]["configuration"]["chunk_shape"] == [1, 256, 256]
+    assert level["shape"] == list(pixels.shape)
+    status, headers, body = _get(server, f"/data/{tissue}/image.zarr/0/c/2/0/0")
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    chunk = np.frombuffer(body, "<u2").reshape(256, 256)
+    h, w = pixels.shape[1:]
+    assert (chunk[:h, :w] == pixels[2]).all() and chunk[h:].sum() == 0 and chunk[:, w:].sum() == 0
     status, _, body = _get(server, f"/data/{tissue}/image.zarr/zarr.json")
     assert status == 200 and json.loads(body)["attributes"]["ome"]["version"] == "0.5"
-    # the log has every request, with the range the server read
-    logged = server.log.data_requests(tissue)
-    assert [(r.status, r.byte_range) for r in logged] == [
-        (206, (len(data) - 20, len(data))),
-        (206, (5, 105)),
-        (200, None),
+    # the log has every request; a chunk request names the cohort's shard file that holds it
+    assert [(r.path.rsplit("image.zarr/", 1)[1], r.status) for r in server.log.data_requests(tissue)] == [
+        ("0/zarr.json", 200),
+        ("0/c/2/0/0", 200),
+        ("zarr.json", 200),
     ]
+    folder = server.session.image_folder(tissue)
+    assert server.image_file(tissue, "0/c/2/0/0") == folder / "0" / "c" / "0" / "0" / "0"
+    assert server.image_file(tissue, "zarr.json") == folder / "zarr.json"
+    assert server.image_file(tissue, "0/c/2/9/0") is None
+
+
+def test_store_files_are_served_as_the_byte_ranges_asked_for(server: ViewServer) -> None:
+    tissue = server.session.tissues[1]
+    server.session.tissue_view(tissue)
+    chunk = server.session.store_folder(tissue) / "labels.zarr" / "0" / "0.0.0"
+    data = chunk.read_bytes()
+    server.log.clear()
+    status, headers, body = _get(server, f"/data/{tissue}/labels.zarr/0/0.0.0", {"Range": "bytes=-20"})
+    assert status == 206 and body == data[-20:]
+    assert headers["Content-Range"] == f"bytes {len(data) - 20}-{len(data) - 1}/{len(data)}"
+    status, _, body = _get(server, f"/data/{tissue}/labels.zarr/0/0.0.0", {"Range": "bytes=5-14"})
+    assert status == 206 and body == data[5:15]
+    logged = server.log.data_requests(tissue, "labels.zarr")
+    assert [(r.status, r.byte_range) for r in logged] == [(206, (len(data) - 20, len(data))), (206, (5, 15))]
 
 
 def test_unsatisfiable_range_is_416(server: ViewServer) -> None:
     tissue = server.session.tissues[0]
-    status, headers, _ = _get(server, f"/data/{tissue}/image.zarr/zarr.json", {"Range": "bytes=999999-"})
+    server.session.tissue_view(tissue)
+    status, headers, _ = _get(server, f"/data/{tissue}/labels.zarr/.zattrs", {"Range": "bytes=999999-"})
     assert status == 416 and headers["Content-Range"].startswith("bytes */")
 
 
@@ -107,6 +131,12 @@ def test_unsatisfiable_range_is_416(server: ViewServer) -> None:
     [
         "/data/{t}/image.zarr/../../../../metadata/tissues.parquet",
         "/data/{t}/image.zarr/%2e%2e/%2e%2e/%2e%2e/%2e%2e/metadata/tissues.parquet",
+        "/data/{t}/image.zarr/0/c/0/0/0/../../../../../../../metadata/tissues.parquet",
+        "/data/{t}/image.zarr/0/c/0/0/%2e%2e/%2e%2e/%2e%2e/zarr.json",
+        "/data/{t}/image.zarr/0/c/99/0/0",
+        "/data/{t}/image.zarr/0/c/0/7/0",
+        "/data/{t}/image.zarr/7/zarr.json",
+        "/data/{t}/image.zarr/.zattrs",
         "/data/{t}/labels.zarr/../../../etc/passwd",
         "/data/not_a_tissue_0000/image.zarr/zarr.json",
         "/data/{t}/secrets.zarr/x",

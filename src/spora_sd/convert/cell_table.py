@@ -7,7 +7,8 @@ table is ever made):
   a channel. Stored column-major (Fortran order): every channel is one contiguous copy of its Parquet
   column, which is several times faster than scattering the columns into a row-major matrix. When
   no row moves (the whole file, rows in order), the intensity columns are read one row group at a
-  time straight into ``X`` (Arrow never holds them all), while a second thread makes the obs names.
+  time straight into ``X`` (Arrow never holds them all, the file is memory-mapped), while two
+  threads make the obs names.
   When ``cells.parquet`` holds no intensity column of a modality, they are computed from the images
   and the instance masks (:func:`spora_sd.stats.intensities.label_means`).
 - ``var``: ``<modality>/channels.parquet`` indexed by channel name, plus a ``modality`` column.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,12 @@ logger = logging.getLogger(__name__)
 
 #: obs columns made by spora-sd (never taken from cells.parquet or tissues.parquet under these names).
 KEY_COLUMNS = ("tissue_id", element_names.INSTANCE_KEY)
+
+#: Rows per slice of obs names (see _submit_obs_names): making the Python strings of one slice
+#: (pandas 2) holds the GIL for about 15 ms, so the thread filling X is never held up for long.
+NAME_SLICE = 1 << 18
+#: Threads making the obs names (one joins Arrow strings while the other makes Python strings).
+NAME_THREADS = 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,14 +98,16 @@ def _dictionary(column: pa.ChunkedArray) -> tuple[np.ndarray, pd.Index]:
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     """A string/dictionary column as a categorical with sorted categories (deterministic across files)."""
     codes, categories = _dictionary(column)
-    used = np.zeros(len(categories), dtype=bool)
-    used[codes[codes >= 0]] = True
-    kept = np.flatnonzero(used)
+    used = np.zeros(len(categories) + 1, dtype=bool)
+    used[codes] = True  # null codes (-1) mark the last entry
+    kept = np.flatnonzero(used[:-1])
     order = kept[np.argsort(categories[kept].astype(str), kind="stable")]
-    remap = np.full(len(categories), -1, dtype=np.int32)
-    remap[order] = np.arange(len(order), dtype=np.int32)
-    new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
-    return pd.Categorical.from_codes(new_codes, categories=categories[order])
+    if not np.array_equal(order, np.arange(len(categories))):
+        remap = np.full(len(categories) + 1, -1, dtype=np.int32)  # null codes (-1) take the last entry
+        remap[order] = np.arange(len(order), dtype=np.int32)
+        codes = remap[codes]
+    # the codes are in range by construction: pandas' check of every code is skipped
+    return pd.Categorical.from_codes(codes, categories=categories[order], validate=False)
 
 
 def _obs_column(column: pa.ChunkedArray) -> Any:
@@ -213,16 +222,66 @@ def _read_cells(cohort: Cohort, columns: list[str], tissue_ids: list[str] | None
     return read_arrow_table(path, columns=columns, filters=filters)  # local or remote; names the file on failure
 
 
-def _obs_names(tissue_codes: np.ndarray, order: list[str], cell_ids: np.ndarray) -> pd.Index:
-    """``<tissue_id>__<cell_id>`` of every cell, in pandas' default string dtype (what anndata reads back)."""
-    tissue_strings = pa.DictionaryArray.from_arrays(pa.array(tissue_codes, pa.int32()), pa.array(order, pa.string()))
-    names = pc.binary_join_element_wise(
-        tissue_strings.cast(pa.string()), pc.cast(pa.array(cell_ids), pa.string()), element_names.SEP
-    )
-    # object in pandas 2, "str" in pandas 3. Without deduplicate_objects=False, pyarrow hashes every
-    # name to share equal strings (all differ): 2.7 s and 1 GB more peak memory for 6 M cells in
-    # pandas 2 (pandas 3 wraps the Arrow array as is).
-    return pd.Index(names.to_pandas(deduplicate_objects=False))
+def _submit_obs_names(
+    pool: ThreadPoolExecutor, tissue_codes: np.ndarray, order: list[str], cell_ids: np.ndarray
+) -> Callable[[], pd.Index]:
+    """Start making the obs names ``<tissue_id>__<cell_id>`` in ``pool``; returns the call that collects them.
+
+    The names are in pandas' default string dtype, as anndata reads them back: ``str`` in pandas 3,
+    which wraps the Arrow strings as they are; ``object`` in pandas 2, one Python string per cell,
+    made with the GIL held (0.6 s for 6 M cells). They are made in slices of :data:`NAME_SLICE`
+    rows: while one worker makes the Python strings of a slice, the other joins the Arrow strings of
+    the next (which needs no GIL), and the thread filling ``X`` gets the GIL between slices.
+    """
+    tissues = pa.array(order, pa.string())
+    numbers = _decimal_strings(cell_ids)
+    strings = None if pa.array([], pa.string()).to_pandas().dtype != object else np.empty(len(cell_ids), object)
+    parts = [
+        pool.submit(
+            _name_slice, tissues, numbers, tissue_codes[i : i + NAME_SLICE], cell_ids[i : i + NAME_SLICE], strings, i
+        )
+        for i in range(0, len(cell_ids), NAME_SLICE)
+    ]
+
+    def collect() -> pd.Index:
+        arrays = [part.result() for part in parts]
+        if strings is None:
+            return pd.Index(pa.chunked_array(arrays, pa.string()).to_pandas())
+        return pd.Index(strings, dtype=object, copy=False)
+
+    return collect
+
+
+def _decimal_strings(cell_ids: np.ndarray) -> pa.Array | None:
+    """``"0"``, ``"1"``, ... up to the largest cell id, when the ids are small enough for such a table.
+
+    Taking a cell id's string from it costs half as much as formatting every id (cell ids are
+    mask labels, mostly ``1..n`` per tissue); ``None`` when an id is negative or the largest is far
+    beyond the number of cells.
+    """
+    if len(cell_ids) == 0 or cell_ids.min() < 0 or cell_ids.max() > len(cell_ids) + NAME_SLICE:
+        return None
+    return pc.cast(pa.array(np.arange(int(cell_ids.max()) + 1)), pa.string())
+
+
+def _name_slice(
+    tissues: pa.Array,
+    numbers: pa.Array | None,
+    codes: np.ndarray,
+    cell_ids: np.ndarray,
+    strings: np.ndarray | None,
+    start: int,
+) -> pa.Array:
+    """The names of some rows as Arrow strings, also put into ``strings[start:]`` as Python strings when given."""
+    tissue_strings = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), tissues).cast(pa.string())
+    ids = pa.array(cell_ids)
+    id_strings = pc.cast(ids, pa.string()) if numbers is None else numbers.take(ids)
+    names = pc.binary_join_element_wise(tissue_strings, id_strings, element_names.SEP)
+    if strings is not None:
+        # to_numpy, not to_pandas: no pandas Series per slice, and no hashing of every name to share
+        # equal strings (to_pandas' default; all names differ).
+        strings[start : start + len(names)] = names.to_numpy(zero_copy_only=False)
+    return names
 
 
 def _stream_intensities(path: Any, var_names: list[str], stored: list[str], x: np.ndarray) -> None:
@@ -400,9 +459,9 @@ def build_cell_table(
     def take(values: Any) -> Any:
         return values if rows is None else values[rows]
 
-    # The obs names are Python strings (pandas 2), made while holding the GIL; X is copied without it.
-    pool = ThreadPoolExecutor(1)
-    names = pool.submit(_obs_names, tissue_codes, order, cell_ids)
+    # The obs names are made in NAME_THREADS threads while X is filled (see _submit_obs_names).
+    pool = ThreadPoolExecutor(NAME_THREADS)
+    obs_names = _submit_obs_names(pool, tissue_codes, order, cell_ids)
     n = len(cell_ids)
     # X: column-major, so that every channel is one contiguous copy of its Parquet column
     x = np.empty((n, len(var_names)), dtype=np.float32, order="F")
@@ -424,9 +483,11 @@ def build_cell_table(
 
     obs: dict[str, Any] = {
         element_names.REGION_KEY: pd.Categorical.from_codes(
-            tissue_codes, categories=[element_names.labels_name(t, element_names.CELLS_LABELS) for t in order]
+            tissue_codes,
+            categories=[element_names.labels_name(t, element_names.CELLS_LABELS) for t in order],
+            validate=False,  # codes in range by construction (remap above)
         ),
-        "tissue_id": pd.Categorical.from_codes(tissue_codes, categories=order),
+        "tissue_id": pd.Categorical.from_codes(tissue_codes, categories=order, validate=False),
         element_names.INSTANCE_KEY: cell_ids,
     }
     for name in obs_columns:
@@ -434,7 +495,7 @@ def build_cell_table(
     if tissues is not None:
         _join_tissue_columns(obs, tissues, order, tissue_codes)
     del table
-    obs_names = names.result()
+    names = obs_names()
     pool.shutdown()
     # Arrow's allocator (mimalloc) keeps the pages of the freed columns for reuse, in the process's
     # RSS: about 40% of the table (84 MB at 200 tissues). Nothing else here reads Arrow; give them back.
@@ -470,7 +531,7 @@ def build_cell_table(
     # obs names are unique by construction ((tissue, cell_id) strictly increasing, see _row_order), so
     # anndata's own check, which hashes every name (seconds for millions of cells), is skipped.
     with _unchecked_names():
-        adata = AnnData(X=x, obs=_obs_argument(obs, obs_names), var=var, obsm=obsm or None)
+        adata = AnnData(X=x, obs=_obs_argument(obs, names), var=var, obsm=obsm or None)
     adata.uns[TableModel.ATTRS_KEY] = {
         TableModel.REGION_KEY: list(obs[element_names.REGION_KEY].categories),
         TableModel.REGION_KEY_KEY: element_names.REGION_KEY,

@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 
+#: Rows per row group of the tables written here: pyarrow's default, at most 1,048,576 rows per group.
+ROW_GROUP_ROWS = 1 << 20
+
 #: A remote table at most this large (by its folder's cached listing) is read in one request, not two.
 WHOLE_TABLE_BYTES = 4 << 20
 
@@ -108,10 +111,37 @@ def write_table(
     ensure_valid_table(df, kind, path, **context)
     if index is None:
         index = any(name is not None for name in df.index.names)
-    table = pa.Table.from_pandas(df, preserve_index=index)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        pq.write_table(table, tmp)
+        _write_parquet(df, tmp, index=index)
     return path
+
+
+def _write_parquet(df: pd.DataFrame, target: Path, *, index: bool, rows: int = ROW_GROUP_ROWS) -> None:
+    """``df`` as Parquet, converted to Arrow one row group at a time.
+
+    The file is the one ``pq.write_table(pa.Table.from_pandas(df, preserve_index=index), target,
+    row_group_size=rows)`` writes (same schema, pandas metadata, row groups and bytes), but only one
+    row group of ``rows`` rows is ever an Arrow copy, not the whole table (at 6 M cells, the cell
+    table's Arrow copy was 140 MB next to the DataFrame it came from).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, pyarrow.parquet as pq
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "t.parquet"
+    >>> _write_parquet(pd.DataFrame({"a": range(5)}), target, index=False, rows=2)
+    >>> pq.ParquetFile(target).metadata.num_row_groups
+    3
+    """
+    if len(df) <= rows:
+        table = pa.Table.from_pandas(df, preserve_index=index)
+        pq.write_table(table, target, row_group_size=len(df) or None)  # None: pyarrow's choice for no rows
+        return
+    schema = pa.Schema.from_pandas(df, preserve_index=index)  # one column at a time, as from_pandas types them
+    with pq.ParquetWriter(target, schema) as writer:
+        for start in range(0, len(df), rows):
+            part = pa.Table.from_pandas(df.iloc[start : start + rows], schema=schema, preserve_index=index)
+            writer.write_table(part, row_group_size=rows)
+            del part
 
 
 def read_table(
@@ -194,7 +224,10 @@ def read_row_groups(path: Any, *, columns: Sequence[str]) -> Iterator[pa.Table]:
 
     For a reader that copies the values where they go (the cell table's ``X``): it holds one row
     group in Arrow memory, not the whole table, and pyarrow's allocator reuses the same pages for
-    each row group. Errors are those of :func:`read_arrow_table`.
+    each row group. A local file is memory-mapped one row group at a time: pyarrow then decodes from
+    the page cache instead of first reading each column chunk into fresh memory (0.3 to 0.6 s less
+    kernel time for the cell table's 1 GB of intensities), and only that row group's pages are
+    mapped (the whole file mapped would count in the RSS). Errors are those of :func:`read_arrow_table`.
 
     Examples
     --------
@@ -207,7 +240,16 @@ def read_row_groups(path: Any, *, columns: Sequence[str]) -> Iterator[pa.Table]:
     with _read_errors(path), remote_errors(path):
         file = _parquet_file(path)
         for i in range(file.metadata.num_row_groups):
-            yield file.read_row_group(i, columns=list(columns))
+            yield _read_row_group(path, file, i, list(columns))
+
+
+def _read_row_group(path: Any, file: pq.ParquetFile, index: int, columns: list[str]) -> pa.Table:
+    """Row group ``index`` of ``file``; a local file is memory-mapped for this row group only."""
+    source, filesystem = _source(path)
+    if filesystem is not None:
+        return file.read_row_group(index, columns=columns)
+    with pq.ParquetFile(source, memory_map=True, metadata=file.metadata) as mapped:
+        return mapped.read_row_group(index, columns=columns)
 
 
 def parquet_columns(path: str | Path) -> list[str]:

@@ -6,6 +6,7 @@ replace ``spora_sd.view`` (the function) on the package once imported (see docs/
 - :mod:`~spora_sd.viewer.launch`: :func:`view`, the entry point;
 - :mod:`~spora_sd.viewer.server`: the loopback HTTP server and its request log;
 - :mod:`~spora_sd.viewer.session`: the cohort, its tissues and each tissue's view;
+- :mod:`~spora_sd.viewer.channel_chunks`: a cohort image as the browser reads it, one channel per chunk;
 - :mod:`~spora_sd.viewer.config`: the Vitessce view config (the ``vitessce`` Python package);
 - :mod:`~spora_sd.viewer.contrast`: default channels and contrast, from the cohort's statistics;
 - :mod:`~spora_sd.viewer.stores`: the cell outlines and cells, written once per tissue for Vitessce;

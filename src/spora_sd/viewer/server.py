@@ -7,15 +7,17 @@ Routes (all ``GET``/``HEAD``, read-only):
 ``/static/<file>``                  the bundle (:mod:`spora_sd.viewer.bundle`)
 ``/api/tissues.json``               the cohort, modality and tissue ids
 ``/api/config/<tissue>.json``       the tissue's Vitessce config (:mod:`spora_sd.viewer.config`)
-``/data/<tissue>/image.zarr/...``   the tissue's OME-Zarr image, straight from the cohort
+``/data/<tissue>/image.zarr/...``   the tissue's OME-Zarr image, one channel per chunk, from the cohort
 ``/data/<tissue>/labels.zarr/...``  cell outlines, ``/data/<tissue>/cells.zarr/...`` the cells (cache)
 ==================================  ==============================================================
 
-Files are served with single ``Range`` requests (``206``): Vitessce reads the chunks of a sharded
-Zarr v3 image as byte ranges of the shard file (first the shard's index, then the chunk), so the
-server reads exactly the bytes the browser asked for. A path that leaves its store (``..``, a
-symbolic link out) or names an unknown tissue is a ``404``. Every request is logged (``logging``, at
-INFO) and recorded in :attr:`ViewServer.log`, which tests and benchmarks read.
+The image is presented one channel per chunk (:mod:`spora_sd.viewer.channel_chunks`): a chunk
+request names one channel of one of the cohort's chunks, which the server decodes (once, cached)
+from the shard file the key names, and no other. Files (the bundle, the labels and cells stores)
+are served with single ``Range`` requests (``206``). A path that leaves its store (``..``, a
+symbolic link out), is no key of the image, or names an unknown tissue is a ``404``. Every request
+is logged (``logging``, at INFO) and recorded in :attr:`ViewServer.log`, which tests and benchmarks
+read.
 
 Examples
 --------
@@ -191,6 +193,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(block)
                     left -= len(block)
 
+    def _image(self, tissue: str, key: str, head: bool) -> None:
+        """A key of the tissue's image as served: metadata or one channel's chunk (see channel_chunks)."""
+        body = self.server.view.session.image_store(tissue).get(key)
+        if body is None:
+            self._not_found(head)
+        else:
+            self._send(200, body, "application/json" if key.endswith(".json") else "application/octet-stream", head)
+
     def _dispatch(self, head: bool) -> None:
         view = self.server.view
         parts = urllib.parse.urlsplit(self.path)
@@ -218,7 +228,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 if store not in _STORES or tissue not in view.session.tissues:
                     self._not_found(head)
                 elif store == "image.zarr":
-                    self._file(view.session.image_folder(tissue), inner, head)
+                    self._image(tissue, inner, head)
                 else:
                     view.session.tissue_view(tissue)  # the stores are written with the tissue's view
                     self._file(view.session.store_folder(tissue) / store, inner, head)
@@ -301,6 +311,16 @@ class ViewServer:
     def tissue_url(self, tissue_id: str) -> str:
         """The page showing one tissue."""
         return f"{self.url}?tissue={urllib.parse.quote(self.session.check_tissue(tissue_id))}"
+
+    def image_file(self, tissue_id: str, key: str) -> Path | None:
+        """The cohort file a request for ``/data/<tissue_id>/image.zarr/<key>`` reads (None: no file).
+
+        A chunk key names the shard file holding its channel; a metadata key, the image's ``zarr.json``.
+        """
+        image = self.session.image_store(tissue_id)
+        if key == "zarr.json" or (key.endswith("/zarr.json") and key.split("/")[0] in image.levels):
+            return image.folder / key
+        return image.source_file(key)
 
     def config(self, tissue_id: str) -> dict[str, Any]:
         """The Vitessce config of a tissue, as the page gets it (URLs relative to the server)."""

@@ -26,6 +26,7 @@ from typing import Any
 from spora_sd import layout
 from spora_sd.errors import CohortNotFoundError, InvalidArgumentError
 from spora_sd.io.cohort import Cohort, open_cohort
+from spora_sd.viewer.channel_chunks import ChannelChunkedImage, DecodedChunks
 from spora_sd.viewer.config import TissueView
 from spora_sd.viewer.contrast import default_channels, default_windows
 from spora_sd.viewer.stores import build_tissue_stores
@@ -64,6 +65,10 @@ class ViewSession:
         self.modality = modality
         self.tissues: list[str] = sorted(self.cohort.image_tissue_ids(modality))
         self._views: dict[str, TissueView] = {}
+        #: the cohort chunks decoded for the browser's channel chunk requests, shared by the tissues
+        self.decoded = DecodedChunks()
+        self._images: dict[str, ChannelChunkedImage] = {}
+        self._images_lock = threading.Lock()  # not the tissue's lock: its view may be building its stores
         self._locks: dict[str, threading.Lock] = {t: threading.Lock() for t in self.tissues}
 
     @property
@@ -80,8 +85,17 @@ class ViewSession:
         return tissue_id
 
     def image_folder(self, tissue_id: str) -> Path:
-        """The tissue's OME-Zarr image in the cohort (served as is)."""
+        """The tissue's OME-Zarr image in the cohort (served one channel per chunk, :meth:`image_store`)."""
         return self.cohort.image_path(self.check_tissue(tissue_id), self.modality)
+
+    def image_store(self, tissue_id: str) -> ChannelChunkedImage:
+        """The tissue's image as the browser reads it: one channel per chunk (reads its metadata once)."""
+        self.check_tissue(tissue_id)
+        with self._images_lock:
+            image = self._images.get(tissue_id)
+            if image is None:
+                image = self._images[tissue_id] = ChannelChunkedImage(self.image_folder(tissue_id), self.decoded)
+        return image
 
     def store_folder(self, tissue_id: str) -> Path:
         """The folder of the tissue's labels and cells stores in the cache."""

@@ -1,0 +1,250 @@
+"""A cohort image as the view serves it: one channel per chunk, read from the cohort's chunks on request.
+
+A cohort's chunks hold every channel of a 256 x 256 crop (layout: chunk shape ``(C, 256, 256)``,
+zstd, in shards). Vitessce (Viv) draws a few channels; read as they are stored, the browser would
+fetch and decode every channel of every chunk it touches (30 channels of 16 chunks, 63 MB decoded,
+for the six shown channels of a 1000 x 1000 tissue). So the server presents each image to the
+browser as a Zarr v3 array with the same shape and the chunk shape ``(1, h, w)`` (the cohort's inner
+chunk, one channel), uncompressed, unsharded (loopback): the browser asks for the channels it shows,
+and the server answers a chunk ``<level>/c/<c>/<y>/<x>`` by decoding the cohort's chunk that holds it
+(with zarr) and slicing out the channel. Decoded chunks are kept in a small bounded cache
+(:class:`DecodedChunks`), so the channels of one chunk cost one decode; a chunk being decoded is
+waited for, not decoded twice.
+
+Only the cohort's shard file that a chunk key names (:meth:`ChannelChunkedImage.source_file`) is
+opened for it; metadata keys read the image's ``zarr.json`` files. Keys that are not a metadata key
+of the image or a chunk inside its grid are ``None`` (the server answers 404) and touch no file.
+
+Examples
+--------
+>>> import spora_sd, tempfile, json, numpy as np
+>>> path = spora_sd.make_synthetic_cohort(tempfile.mkdtemp(), n_tissues=1, image_size=300, n_cells=5)
+>>> cohort = spora_sd.open_cohort(path)
+>>> tissue = cohort.image_tissue_ids("imc")[0]
+>>> image = ChannelChunkedImage(cohort.image_path(tissue, "imc"), DecodedChunks())
+>>> json.loads(image.get("0/zarr.json"))["chunk_grid"]["configuration"]["chunk_shape"]
+[1, 256, 256]
+>>> pixels = np.asarray(cohort.image(tissue, "imc")[2, 256:, :256])  # channel 2, second row of chunks
+>>> chunk = np.frombuffer(image.get("0/c/2/1/0"), "<u2").reshape(256, 256)
+>>> bool((chunk[: len(pixels)] == pixels).all()), bool((chunk[len(pixels) :] == 0).all())
+(True, True)
+>>> image.get("0/c/2/9/0") is None, image.get("../zarr.json") is None
+(True, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spora_sd.errors import CohortFormatError
+from spora_sd.io.consolidated import CONSOLIDATED_KEY, with_consolidated
+
+__all__ = ["CACHE_BYTES", "ChannelChunkedImage", "DecodedChunks"]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of decoded cohort chunks the server keeps (a 256 x 256 x 30 uint16 chunk is 3.9 MB).
+CACHE_BYTES = 256 << 20
+_ZARR_JSON = "zarr.json"
+_CHUNK_KEY = re.compile(r"(?P<level>[0-9]+)/c/(?P<c>[0-9]+)/(?P<y>[0-9]+)/(?P<x>[0-9]+)$")
+_SERVED_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
+
+
+class DecodedChunks:
+    """A thread-safe least-recently-used cache of decoded chunks, bounded in bytes.
+
+    :meth:`get` returns the cached array of a key or makes it with ``load``; concurrent asks for a key
+    being loaded wait for that load. An array larger than the bound is returned but not kept.
+
+    Examples
+    --------
+    >>> cache = DecodedChunks(max_bytes=100)
+    >>> cache.get("a", lambda: np.zeros(10, np.uint8)).nbytes, cache.get("b", lambda: np.zeros(95, np.uint8)).nbytes
+    (10, 95)
+    >>> cache.keys(), cache.nbytes, cache.loads
+    (['b'], 95, 2)
+    """
+
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        #: how many times ``load`` ran (a decode each)
+        self.loads = 0
+        self._arrays: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._loading: dict[Any, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[Any]:
+        """The cached keys, least recently used first."""
+        with self._lock:
+            return list(self._arrays)
+
+    def get(self, key: Any, load: Callable[[], np.ndarray]) -> np.ndarray:
+        while True:
+            with self._lock:
+                array = self._arrays.get(key)
+                if array is not None:
+                    self._arrays.move_to_end(key)
+                    return array
+                busy = self._loading.get(key)
+                if busy is None:
+                    done = self._loading[key] = threading.Event()
+                    self.loads += 1
+                    break
+            busy.wait()  # loaded (cached) or failed (the next ask loads it again)
+        try:
+            array = load()
+            with self._lock:
+                if array.nbytes <= self.max_bytes:
+                    self._arrays[key] = array
+                    self.nbytes += array.nbytes
+                    while self.nbytes > self.max_bytes:
+                        _, old = self._arrays.popitem(last=False)
+                        self.nbytes -= old.nbytes
+            return array
+        finally:
+            with self._lock:
+                del self._loading[key]
+            done.set()
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One pyramid level: the cohort's array, its shard and inner chunk shapes, and the served metadata."""
+
+    path: str
+    shape: tuple[int, ...]
+    shard: tuple[int, ...]
+    inner: tuple[int, ...]
+    dtype: np.dtype
+    fill_value: Any
+    served: dict[str, Any]
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        """Chunks per axis of the served array (one channel per chunk)."""
+        return (self.shape[0], -(-self.shape[1] // self.inner[1]), -(-self.shape[2] // self.inner[2]))
+
+
+def _served_array(meta: dict[str, Any], inner: tuple[int, ...]) -> dict[str, Any]:
+    served = copy.deepcopy(meta)
+    served["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": [1, *inner[1:]]}}
+    served["codecs"] = list(_SERVED_CODECS)
+    served["chunk_key_encoding"] = {"name": "default", "configuration": {"separator": "/"}}
+    served["storage_transformers"] = []
+    return served
+
+
+def _read_level(folder: Path, path: str) -> _Level:
+    meta = json.loads((folder / path / _ZARR_JSON).read_text(encoding="utf-8"))
+    shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+    inner = shard
+    for codec in meta["codecs"]:
+        if codec["name"] == "sharding_indexed":
+            inner = tuple(codec["configuration"]["chunk_shape"])
+    return _Level(
+        path=path,
+        shape=tuple(meta["shape"]),
+        shard=shard,
+        inner=inner,
+        dtype=np.dtype(meta["data_type"]),
+        fill_value=meta.get("fill_value", 0),
+        served=_served_array(meta, inner),
+    )
+
+
+class ChannelChunkedImage:
+    """One cohort image (an OME-Zarr folder of ``(C, Y, X)`` levels) served one channel per chunk.
+
+    Parameters
+    ----------
+    folder
+        The image's ``.ome.zarr`` folder in the cohort.
+    cache
+        The decoded chunks, shared by the images of a view.
+    """
+
+    def __init__(self, folder: Path, cache: DecodedChunks) -> None:
+        self.folder = folder  # a pathlib.Path, or a upath.UPath of a remote cohort
+        self.cache = cache
+        self._group = json.loads((self.folder / _ZARR_JSON).read_text(encoding="utf-8"))
+        multiscales = self._group["attributes"]["ome"]["multiscales"][0]
+        self.levels = {d["path"]: _read_level(self.folder, d["path"]) for d in multiscales["datasets"]}
+        self._arrays: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def metadata(self) -> dict[str, Any]:
+        """The served group's ``zarr.json``: the cohort's, with consolidated level metadata re-chunked."""
+        if CONSOLIDATED_KEY not in self._group:
+            return copy.deepcopy(self._group)
+        return with_consolidated(self._group, {path: level.served for path, level in self.levels.items()})
+
+    def _chunk_at(self, key: str) -> tuple[_Level, int, int, int] | None:
+        match = _CHUNK_KEY.match(key)
+        level = match and self.levels.get(match["level"])
+        if not level:
+            return None
+        c, y, x = int(match["c"]), int(match["y"]), int(match["x"])
+        if not all(i < n for i, n in zip((c, y, x), level.grid, strict=True)):
+            return None
+        return level, c, y, x
+
+    def source_file(self, key: str) -> Path | None:
+        """The cohort's shard file a chunk key reads (None for a key that is no chunk of the image)."""
+        found = self._chunk_at(key)
+        if found is None:
+            return None
+        level, c, y, x = found
+        shard = (c // level.shard[0], y * level.inner[1] // level.shard[1], x * level.inner[2] // level.shard[2])
+        return self.folder / level.path / "c" / "/".join(map(str, shard))
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes of a key of the served image, or None if it has no such key."""
+        if key == _ZARR_JSON:
+            return json.dumps(self.metadata()).encode()
+        level_path, _, rest = key.partition("/")
+        if rest == _ZARR_JSON and level_path in self.levels:
+            return json.dumps(self.levels[level_path].served).encode()
+        found = self._chunk_at(key)
+        if found is None:
+            return None
+        level, c, y, x = found
+        ci = c // level.inner[0]
+        decoded = self.cache.get((str(self.folder), level.path, ci, y, x), lambda: self._decode(level, ci, y, x))
+        plane = decoded[c - ci * level.inner[0]]
+        return np.ascontiguousarray(plane, dtype=level.dtype.newbyteorder("<")).tobytes()
+
+    def _array(self, level: _Level) -> Any:
+        from spora_sd.io.images import open_zarr  # local, or remote through the cohort's store
+
+        with self._lock:
+            array = self._arrays.get(level.path)
+            if array is None:
+                array = self._arrays[level.path] = open_zarr(self.folder / level.path)
+            return array
+
+    def _decode(self, level: _Level, ci: int, y: int, x: int) -> np.ndarray:
+        """The cohort's chunk ``(ci, y, x)`` (inner chunk of its shard), padded to the full chunk shape."""
+        starts = (ci * level.inner[0], y * level.inner[1], x * level.inner[2])
+        region = tuple(slice(s, min(s + n, size)) for s, n, size in zip(starts, level.inner, level.shape, strict=True))
+        try:
+            block = np.asarray(self._array(level)[region])
+        except (OSError, ValueError, RuntimeError) as exc:  # a corrupt shard: a 500 naming it, the server goes on
+            shard = self.source_file(f"{level.path}/c/{starts[0]}/{y}/{x}")
+            raise CohortFormatError(shard or self.folder, "image.unreadable", f"cannot decode chunk: {exc}") from exc
+        if block.shape == level.inner:
+            return block
+        full = np.full(level.inner, level.fill_value, dtype=level.dtype)
+        full[tuple(slice(0, n) for n in block.shape)] = block
+        return full
