@@ -753,13 +753,15 @@ class CheckedLevel:
         return (CheckedLevel, (self.image, self.level, self.array))
 
 
-def open_zarr(folder: Any, cache: MetadataCache | None = None) -> zarr.Array:
+def open_zarr(folder: Any, cache: MetadataCache | None = None, meta: Mapping[str, Any] | None = None) -> zarr.Array:
     """A read-only Zarr v3 array over ``folder`` (a local path, or a remote one or its URL); unchecked.
 
     Most readers want :func:`open_level` (checked against the layout); this is the bare array for
-    readers that do their own checks (:class:`spora_sd.ml.reader.ZarrSource`).
+    readers that do their own checks (:class:`spora_sd.ml.reader.ZarrSource`,
+    :class:`spora_sd.viewer.channel_chunks.ChannelChunkedImage`). ``meta``: the array's ``zarr.json``,
+    when the caller has read it already (it is not read again).
     """
-    return _open_array(as_path(folder), cache)
+    return _open_array(as_path(folder), cache, meta)
 
 
 def _open_array(folder: Any, cache: MetadataCache | None, meta: Mapping[str, Any] | None = None) -> zarr.Array:

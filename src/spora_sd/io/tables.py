@@ -132,13 +132,9 @@ def _write_parquet(df: pd.DataFrame, target: Path, *, index: bool, rows: int = R
     >>> pq.ParquetFile(target).metadata.num_row_groups
     3
     """
-    if len(df) <= rows:
-        table = pa.Table.from_pandas(df, preserve_index=index)
-        pq.write_table(table, target, row_group_size=len(df) or None)  # None: pyarrow's choice for no rows
-        return
     schema = pa.Schema.from_pandas(df, preserve_index=index)  # one column at a time, as from_pandas types them
     with pq.ParquetWriter(target, schema) as writer:
-        for start in range(0, len(df), rows):
+        for start in range(0, max(len(df), 1), rows):  # an empty table: one empty row group, as write_table
             part = pa.Table.from_pandas(df.iloc[start : start + rows], schema=schema, preserve_index=index)
             writer.write_table(part, row_group_size=rows)
             del part

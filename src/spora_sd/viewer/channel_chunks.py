@@ -49,6 +49,7 @@ import numpy as np
 
 from spora_sd.errors import CohortFormatError
 from spora_sd.io.consolidated import CONSOLIDATED_KEY, with_consolidated
+from spora_sd.io.images import open_zarr
 
 __all__ = ["CACHE_BYTES", "ChannelChunkedImage", "DecodedChunks"]
 
@@ -121,15 +122,24 @@ class DecodedChunks:
 
 @dataclass(frozen=True)
 class _Level:
-    """One pyramid level: the cohort's array, its shard and inner chunk shapes, and the served metadata."""
+    """One pyramid level: the cohort's array (shapes, dtype and fill value are its own) and the served metadata."""
 
     path: str
-    shape: tuple[int, ...]
-    shard: tuple[int, ...]
-    inner: tuple[int, ...]
-    dtype: np.dtype
-    fill_value: Any
+    array: Any  # a zarr.Array
     served: dict[str, Any]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def inner(self) -> tuple[int, ...]:
+        """The cohort's chunk shape (the inner chunk of a shard)."""
+        return tuple(self.array.chunks)
+
+    @property
+    def shard(self) -> tuple[int, ...]:
+        return tuple(self.array.shards or self.array.chunks)
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -147,21 +157,10 @@ def _served_array(meta: dict[str, Any], inner: tuple[int, ...]) -> dict[str, Any
 
 
 def _read_level(folder: Path, path: str) -> _Level:
+    """A level's array, opened from its ``zarr.json`` (read once; local, or remote through the cohort's store)."""
     meta = json.loads((folder / path / _ZARR_JSON).read_text(encoding="utf-8"))
-    shard = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
-    inner = shard
-    for codec in meta["codecs"]:
-        if codec["name"] == "sharding_indexed":
-            inner = tuple(codec["configuration"]["chunk_shape"])
-    return _Level(
-        path=path,
-        shape=tuple(meta["shape"]),
-        shard=shard,
-        inner=inner,
-        dtype=np.dtype(meta["data_type"]),
-        fill_value=meta.get("fill_value", 0),
-        served=_served_array(meta, inner),
-    )
+    array = open_zarr(folder / path, meta=meta)
+    return _Level(path=path, array=array, served=_served_array(meta, tuple(array.chunks)))
 
 
 class ChannelChunkedImage:
@@ -181,8 +180,6 @@ class ChannelChunkedImage:
         self._group = json.loads((self.folder / _ZARR_JSON).read_text(encoding="utf-8"))
         multiscales = self._group["attributes"]["ome"]["multiscales"][0]
         self.levels = {d["path"]: _read_level(self.folder, d["path"]) for d in multiscales["datasets"]}
-        self._arrays: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     def metadata(self) -> dict[str, Any]:
         """The served group's ``zarr.json``: the cohort's, with consolidated level metadata re-chunked."""
@@ -223,28 +220,19 @@ class ChannelChunkedImage:
         ci = c // level.inner[0]
         decoded = self.cache.get((str(self.folder), level.path, ci, y, x), lambda: self._decode(level, ci, y, x))
         plane = decoded[c - ci * level.inner[0]]
-        return np.ascontiguousarray(plane, dtype=level.dtype.newbyteorder("<")).tobytes()
-
-    def _array(self, level: _Level) -> Any:
-        from spora_sd.io.images import open_zarr  # local, or remote through the cohort's store
-
-        with self._lock:
-            array = self._arrays.get(level.path)
-            if array is None:
-                array = self._arrays[level.path] = open_zarr(self.folder / level.path)
-            return array
+        return np.ascontiguousarray(plane, dtype=level.array.dtype.newbyteorder("<")).tobytes()
 
     def _decode(self, level: _Level, ci: int, y: int, x: int) -> np.ndarray:
         """The cohort's chunk ``(ci, y, x)`` (inner chunk of its shard), padded to the full chunk shape."""
         starts = (ci * level.inner[0], y * level.inner[1], x * level.inner[2])
         region = tuple(slice(s, min(s + n, size)) for s, n, size in zip(starts, level.inner, level.shape, strict=True))
         try:
-            block = np.asarray(self._array(level)[region])
+            block = np.asarray(level.array[region])
         except (OSError, ValueError, RuntimeError) as exc:  # a corrupt shard: a 500 naming it, the server goes on
             shard = self.source_file(f"{level.path}/c/{starts[0]}/{y}/{x}")
             raise CohortFormatError(shard or self.folder, "image.unreadable", f"cannot decode chunk: {exc}") from exc
         if block.shape == level.inner:
             return block
-        full = np.full(level.inner, level.fill_value, dtype=level.dtype)
+        full = np.full(level.inner, level.array.fill_value, dtype=level.array.dtype)
         full[tuple(slice(0, n) for n in block.shape)] = block
         return full
