@@ -48,8 +48,9 @@ $(STAMP312): pyproject.toml constraints/py312.txt
 
 install-py312: $(STAMP312)
 
-# The Vitessce JavaScript of `spora-sd view` (npm vitessce + React, one ~16 MB file, not in git) is bundled with
-# esbuild into the package's static folder, which the wheel ships. Built only when npm is present;
+# The Vitessce JavaScript of `spora-sd view` (Vitessce's core with the page's views, from the npm @vitessce
+# packages, + React; one ~5 MB file, not in git) is bundled with esbuild into the package's static folder,
+# which the wheel ships. Built only when npm is present;
 # without it `spora-sd view` says how to build it.
 BUNDLE := src/spora_sd/viewer/static/vitessce-bundle.js
 BUNDLE_SRC := $(addprefix js/vitessce-bundle/,package.json package-lock.json build.mjs) $(wildcard js/vitessce-bundle/*.js)

@@ -2,52 +2,66 @@
 // (src/spora_sd/viewer/static/vitessce-bundle.js): `spora-sd view` serves it itself, no CDN.
 // Run with `npm run build` (or `make vitessce-bundle` from the repository root).
 //
-// The npm `vitessce` package is a prebuilt (vite) library whose lazily loaded parts are separate
-// files of node_modules/vitessce/dist. Two kinds of them are swapped for the view's first tile to be
-// quick (docs/benchmarks.md, "Vitessce view"; docs/design.md):
-// - its zstd codec (numcodecs, run on the main thread, once per tile and channel) for
+// The bundle holds Vitessce's core (VitSContainer of @vitessce/vit-s, mounted by index.js) with
+// ONLY the views, file types and joint file types of spora-sd's configs (plugins.js: spatialBeta,
+// layerControllerBeta, heatmap, obsSets; OME-Zarr image and labels, AnnData-Zarr). The npm
+// `vitessce` package (and @vitessce/all) registers every view and loader in one prebuilt 11.7 MB
+// chunk that esbuild cannot tree-shake; each scoped package's own dist is a prebuilt chunk too,
+// with its own copy of deck.gl, Viv and MUI. So the scoped packages are bundled from their
+// dist-tsc (tsc's output: one ES module per source file, plain imports), and esbuild resolves
+// every dependency once and leaves out what the page never uses (docs/benchmarks.md, "Vitessce
+// view"). mainFields is set explicitly: with esbuild's default, one require() of a package makes
+// every import of it take the package's CommonJS build (deck.gl, luma.gl, loaders.gl), which
+// cannot be tree-shaken.
+//
+// Modules swapped for the view's first tile to be quick (docs/benchmarks.md; docs/design.md):
+// - zarrita's zstd codec (numcodecs, run on the main thread, once per tile and channel) for
 //   zstd-pool.js: decoding in Web Workers, each chunk once; the worker (zstd-worker.js) is bundled
 //   first and inlined as a string;
-// - the views spora-sd never shows (3D spatial with three.js, HiGlass, Neuroglancer) for
-//   left-out.js: a third less JavaScript for the browser to fetch, parse and compile.
-// Four places of the dist are patched (PATCHES: the text found, how often, what replaces it):
-// - "stats", "stats-async": Viv's channel statistics, which Vitessce's layer controller runs on
-//   every shown channel of the coarsest pyramid level (a cohort image without a pyramid has
-//   1000 x 1000 pixels and more), go through all of its pixels and sort them in place, on the main
-//   thread, before the image's first tile is drawn. They are replaced by channel-stats.js (from a
-//   sample of at most 262,144 pixels), which the startup path (the slider range of each shown
-//   channel) awaits from a Web Worker, once per channel (stats-pool.js, stats-worker.js). The
-//   suggested limits and slider ranges change by a sample's error; spora-sd's configs set every
-//   channel's window themselves.
-// - "default ranges": every image and segmentation loader computed the statistics of its first
-//   four channels (reading them whole) for its default layer, which only the old "spatial" view
-//   uses, before the loader was ready; the page's views take their channels from the config. The
-//   default layer's ranges are now the data type's (stats-pool.js), read from no pixel, so the
-//   startup reads the shown channels only, all at once.
-// - "views": Vitessce's view lookup goes through image-first.js, which mounts the heatmap and the
-//   cell-set view after the image's first tile is drawn.
-// - "outlines after the image": the spatial view's segmentation layers (the cell outlines) and its
-//   scale bar are handed to deck.gl once the image's first tile is drawn (image-first.js): their
-//   shader programs took two seconds of SwiftShader compiles before the image's first frame.
-// - "random colours": the two spatial views fill a 12 MB table of random segmentation colours with
-//   one Math.random() call per byte (a quarter of a second on the main thread at mount); the patch
-//   fills it with crypto.getRandomValues, same size, same four leading zeros.
+// - the 3D spatial views (three.js), which spatialBeta imports lazily, for left-out.js.
+// Imports narrowed to the part the importer uses (NARROWED), where a package's index pulls in much
+// more: zarr.js without the codecs it registers (Vitessce reads Zarr with zarrita), one layer of
+// @nebula.gl/layers and a constant of nebula.gl (CommonJS indexes that require H3, deck.gl's geo
+// layers and JSTS), and no turf buffer (JSTS) for the one edit mode that Vitessce's lasso never uses.
+// The coordination types are @vitessce/all's (all of them, base-plugins.js): build.mjs takes that
+// one array out of the file (COORDINATION), without the imports of every other view and loader.
+// Places of the scoped packages' sources are patched (PATCHES: the file, the text found, how
+// often, what replaces it; the build fails when a text is not found as often as expected):
+// - "stats", "stats-async" (@vivjs/loaders, @vitessce/spatial-utils): Viv's channel statistics,
+//   which Vitessce's layer controller runs on every shown channel of the coarsest pyramid level (a
+//   cohort image without a pyramid has 1000 x 1000 pixels and more), go through all of its pixels
+//   and sort them in place, on the main thread, before the image's first tile is drawn. They are
+//   replaced by channel-stats.js (from a sample of at most 262,144 pixels), which the startup path
+//   (the slider range of each shown channel) awaits from a Web Worker, once per channel
+//   (stats-pool.js, stats-worker.js). The suggested limits and slider ranges change by a sample's
+//   error; spora-sd's configs set every channel's window themselves.
+// - "default ranges" (@vitessce/spatial-utils): every image and segmentation loader computed the
+//   statistics of its first four channels (reading them whole) for its default layer, which only
+//   the old "spatial" view uses, before the loader was ready; the page's views take their channels
+//   from the config. The default layer's ranges are now the data type's (stats-pool.js), read from
+//   no pixel, so the startup reads the shown channels only, all at once.
+// - "views" (@vitessce/vit-s): Vitessce's view lookup goes through image-first.js, which mounts the
+//   heatmap and the cell-set view after the image's first tile is drawn.
+// - "outlines after the image" (@vitessce/spatial-beta): the spatial view's segmentation layers
+//   (the cell outlines) and its scale bar are handed to deck.gl once the image's first tile is
+//   drawn (image-first.js): their shader programs took two seconds of SwiftShader compiles before
+//   the image's first frame.
+// - "random colours" (@vitessce/spatial-beta): the spatial view fills a 12 MB table of random
+//   segmentation colours with one Math.random() call per byte (a quarter of a second on the main
+//   thread at mount); the patch fills it with crypto.getRandomValues, same size, same four leading
+//   zeros. (The npm `vitessce` build held two spatial views, so this patch was applied twice there.)
+// - "rc-tree: ..." (rc-tree 2.1.0, the cell-set tree): it passes its state to its nodes with React's
+//   legacy context, which React 19 no longer has; Vitessce's own build patches it
+//   (patches/rc-tree@2.1.0.patch of its repository), the npm package is unpatched, so the same change
+//   is made here: the tree provides a React context, each node reads it as its contextType.
 import { build } from "esbuild";
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = (name) => fileURLToPath(new URL(name, import.meta.url));
 const outfile = here("../../src/spora_sd/viewer/static/vitessce-bundle.js");
-const VITESSCE_DIST = /[\\/]node_modules[\\/]vitessce[\\/]dist[\\/]/;
-// chunk name (without its content hash) -> the module served in its place
-const SWAPPED = {
-  zstd: here("zstd-pool.js"),
-  higlass: here("left-out.js"),
-  ReactNeuroglancer: here("left-out.js"),
-  // the two 3D SpatialWrapper chunks (three.js, @react-three): spatialBeta draws 2D with deck.gl
-  "index-CjKdDvZm": here("left-out.js"),
-  "index-CO_38kOj": here("left-out.js"),
-};
 const COMMON = {
   bundle: true,
   format: "esm",
@@ -55,135 +69,262 @@ const COMMON = {
   legalComments: "none",
   target: "es2020",
   logLevel: "warning",
+  mainFields: ["browser", "module", "main"],
+};
+// bare import -> the module served in its place (importer: the package that imports it)
+const SWAPPED = {
+  "numcodecs/zstd": { importer: "zarrita", path: here("zstd-pool.js") },
+  "@vitessce/spatial-three": { importer: "@vitessce/spatial-beta", path: here("left-out.js") },
+  "@vitessce/spatial-accelerated": { importer: "@vitessce/spatial-beta", path: here("left-out.js") },
+};
+// bare import -> the smaller module served in its place: the importer uses a part of a package whose
+// index pulls in much more (importer: the package that imports it; exports: what it uses)
+const NARROWED = {
+  // Viv's loaders import zarr.js for its error classes and stores; its index also registers zarr.js'
+  // own codecs (a 420 kB blosc build), which the view never runs: Vitessce reads Zarr with zarrita
+  zarr: { importer: "@vivjs/loaders", contents: 'export * from "zarr/core";' },
+  // @vitessce/gl's selection layer: one layer of @nebula.gl/layers (CommonJS: its index requires
+  // every layer, with H3 and deck.gl's geo layers) and a constant of nebula.gl (whose index draws
+  // in turf's buffer, i.e. JSTS)
+  "@nebula.gl/layers": {
+    importer: "@vitessce/gl",
+    contents: 'export { default as EditableGeoJsonLayer } from "@nebula.gl/layers/dist-es6/layers/editable-geojson-layer.js";',
+  },
+  // the one edit mode that buffers polygons (turf's buffer, i.e. JSTS and d3-geo); Vitessce's
+  // selection layer uses two other modes (drawing a polygon by dragging, viewing)
+  "@turf/buffer": {
+    importer: "@nebula.gl/edit-modes",
+    contents: 'export default function buffer() { throw new Error("SplitPolygonMode is not in spora-sd\'s bundle (see js/vitessce-bundle/build.mjs)"); }',
+  },
+  "nebula.gl": {
+    importer: "@vitessce/gl",
+    // nebula.gl/dist-es6/lib/deck-renderer/deck-drawer.js
+    contents: 'export const SELECTION_TYPE = { NONE: null, RECTANGLE: "rectangle", POLYGON: "polygon" };',
+  },
+};
+// @vitessce/all's coordination types: the array, from its first line to the next export, and the
+// imports it needs (its other imports are every view and loader of Vitessce)
+const COORDINATION = {
+  file: "@vitessce/all/dist-tsc/base-plugins.js",
+  start: "export const baseCoordinationTypes = [",
+  end: "export const baseAsyncFunctions",
+  imports: /^import \{[^}]*\} from '@vitessce\/(constants-internal|plugins|schemas)';$/gm,
 };
 
 const PATCHES = [
   {
     name: "stats",
+    file: "@vivjs/loaders/dist/index.mjs",
     count: 1,
-    from: `  let e = t.length, n = 1 / 0, i = -1 / 0, r = 0;
-  for (; e--; )
-    t[e] < n && (n = t[e]), t[e] > i && (i = t[e]), r += t[e];
-  const o = r / t.length;
-  e = t.length;
-  let A = 0;
-  for (; e--; )
-    A += (t[e] - o) ** 2;
-  const s = (A / t.length) ** 0.5, a = Math.floor(t.length / 2), l = Math.floor(t.length / 4), g = 3 * Math.floor(t.length / 4);
-  _N(t, a);
-  const I = t[a];
-  _N(t, l, 0, a);
-  const C = t[l];
-  _N(t, g, a, t.length - 1);
-  const c = t[g], u = t.filter((Q) => Q > 0), d = 5e-4, B = Math.floor(
-    u.length * (1 - d)
-  ), h = Math.floor(u.length * d);
-  _N(u, B), _N(u, h, 0, B);
-  const F = [
-    u[h] || 0,
-    u[B] || 0
-  ];
-  return {
-    mean: o,
-    sd: s,
-    q1: C,
-    q3: c,
-    median: I,
-    domain: [n, i],
-    contrastLimits: F
-  };`,
-    to: "  return globalThis.__sporaChannelStatsSync(t);",
+    from: `function getChannelStats(arr) {
+  let len = arr.length;`,
+    to: `function getChannelStats(arr) {
+  return globalThis.__sporaChannelStatsSync(arr);
+  let len = arr.length;`,
   },
   {
     name: "stats-async",
+    file: "@vitessce/spatial-utils/dist-tsc/layer-controller.js",
     count: 1,
-    from: "r = await n.getRaster({ selection: i }), o = RM(r.data), { domain: A, contrastLimits: s } = o;",
-    to: "o = await globalThis.__sporaChannelStats(n, i), { domain: A, contrastLimits: s } = o;",
+    from: `    const raster = await data.getRaster({ selection: filteredSelection });
+    const selectionStats = viv.getChannelStats(raster.data);`,
+    to: "    const selectionStats = await globalThis.__sporaChannelStats(data, filteredSelection);",
   },
   {
     name: "default ranges",
+    file: "@vitessce/spatial-utils/dist-tsc/spatial.js",
     count: 1,
-    from: `  const o = await l1({
-    loader: t.data,
-    selections: r,
-    use3d: e
-  }), A = zge(t)`,
-    to: `  const o = globalThis.__sporaDefaultRanges ? globalThis.__sporaDefaultRanges(t.data, r) : await l1({
-    loader: t.data,
-    selections: r,
-    use3d: e
-  }), A = zge(t)`,
+    from: `    const stats = await getMultiSelectionStats({
+        loader: loader.data, selections: defaultSelection, use3d,
+    });`,
+    to: `    const stats = globalThis.__sporaDefaultRanges ? globalThis.__sporaDefaultRanges(loader.data, defaultSelection) : await getMultiSelectionStats({
+        loader: loader.data, selections: defaultSelection, use3d,
+    });`,
   },
   {
     name: "views",
+    file: "@vitessce/vit-s/dist-tsc/vitessce-grid-layout/VitessceGridLayout.js",
     count: 1,
-    from: `      if (j)
-        return j.component;`,
-    to: `      if (j)
-        return globalThis.__sporaViewComponent ? globalThis.__sporaViewComponent(O, j.component) : j.component;`,
+    from: `            if (matchingViewType) {
+                return matchingViewType.component;`,
+    to: `            if (matchingViewType) {
+                return globalThis.__sporaViewComponent ? globalThis.__sporaViewComponent(viewType, matchingViewType.component) : matchingViewType.component;`,
   },
   {
     name: "outlines after the image",
+    file: "@vitessce/spatial-beta/dist-tsc/Spatial.js",
     count: 1,
-    from: `    return [
-      ...e,
-      ...r,
-      ...n,
-      ...i,
-      // neighborhoodsLayer,
-      // obsLocationsLayer,
-      this.createScaleBarLayer(),`,
-    to: `    const held = globalThis.__sporaHoldLayers?.(this);
-    return [
-      ...e,
-      ...(held ? [] : r),
-      ...n,
-      ...i,
-      held ? null : this.createScaleBarLayer(),`,
+    from: `        return [
+            ...imageLayers,
+            ...obsSegmentationsLayers,
+            ...obsSpotsLayers,
+            ...obsPointsLayers,
+            // neighborhoodsLayer,
+            // obsLocationsLayer,
+            this.createScaleBarLayer(),`,
+    to: `        const held = globalThis.__sporaHoldLayers?.(this);
+        return [
+            ...imageLayers,
+            ...(held ? [] : obsSegmentationsLayers),
+            ...obsSpotsLayers,
+            ...obsPointsLayers,
+            held ? null : this.createScaleBarLayer(),`,
   },
   {
     name: "random colours",
-    count: 2,
-    from: "new Uint8Array(2048 * 2048 * 3).map((n, i) => i < 4 ? 0 : Math.round(255 * Math.random()))",
+    file: "@vitessce/spatial-beta/dist-tsc/Spatial.js",
+    count: 1,
+    from: `new Uint8Array(2048 * 2048 * 3)
+                .map((_, j) => (j < 4 ? 0 : Math.round(255 * Math.random())))`,
     to: `((a) => {
-        for (let k = 0; k < a.length; k += 65536) crypto.getRandomValues(a.subarray(k, k + 65536));
-        return a.fill(0, 0, 4);
-      })(new Uint8Array(2048 * 2048 * 3))`,
+                for (let k = 0; k < a.length; k += 65536) crypto.getRandomValues(a.subarray(k, k + 65536));
+                return a.fill(0, 0, 4);
+            })(new Uint8Array(2048 * 2048 * 3))`,
+  },
+  // rc-tree 2.1.0 (the cell-set tree) passes its state to its nodes with React's legacy context,
+  // which React 19 no longer has; Vitessce's own build patches it (its patches/rc-tree@2.1.0.patch)
+  // to use a React context, and so does this one: the tree provides what its getChildContext
+  // returns, and each node reads it as its contextType.
+  {
+    name: "rc-tree: context",
+    file: "rc-tree/es/contextTypes.js",
+    count: 1,
+    from: "import PropTypes from 'prop-types';",
+    to: "import PropTypes from 'prop-types';\nimport React from 'react';\nexport var TreeContext = React.createContext();",
+  },
+  {
+    name: "rc-tree: tree imports the context",
+    file: "rc-tree/es/Tree.js",
+    count: 1,
+    from: "import { treeContextTypes } from './contextTypes';",
+    to: "import { TreeContext } from './contextTypes';",
+  },
+  {
+    name: "rc-tree: tree provides the context",
+    file: "rc-tree/es/Tree.js",
+    count: 1,
+    from: `      return React.createElement(
+        'ul',`,
+    to: `      return React.createElement(TreeContext.Provider, { value: this.getChildContext().rcTree }, React.createElement(
+        'ul',`,
+  },
+  {
+    name: "rc-tree: tree provides the context (end)",
+    file: "rc-tree/es/Tree.js",
+    count: 1,
+    from: `          return _this2.renderTreeNode(node, index);
+        })
+      );`,
+    to: `          return _this2.renderTreeNode(node, index);
+        })
+      ));`,
+  },
+  {
+    name: "rc-tree: tree has no legacy context",
+    file: "rc-tree/es/Tree.js",
+    count: 1,
+    from: "Tree.childContextTypes = treeContextTypes;",
+    to: "",
+  },
+  {
+    name: "rc-tree: node imports the context",
+    file: "rc-tree/es/TreeNode.js",
+    count: 1,
+    from: "import { nodeContextTypes } from './contextTypes';",
+    to: "import { TreeContext } from './contextTypes';",
+  },
+  {
+    name: "rc-tree: node reads the context",
+    file: "rc-tree/es/TreeNode.js",
+    count: 1,
+    from: `TreeNode.contextTypes = nodeContextTypes;
+TreeNode.childContextTypes = nodeContextTypes;`,
+    to: "TreeNode.contextType = TreeContext;",
+  },
+  {
+    name: "rc-tree: node's context is the tree's",
+    file: "rc-tree/es/TreeNode.js",
+    count: 27,
+    from: "context.rcTree",
+    to: "context",
   },
 ];
 const patched = Object.fromEntries(PATCHES.map((p) => [p.name, 0]));
+const swapped = new Set();
+let coordinationFound = false;
+
+const nodeModule = (name) => new RegExp(`[\\\\/]node_modules[\\\\/]${name.replace(/[.]/g, "\\.").replace(/\//g, "[\\\\/]")}$`);
+const inPackage = (importer, name) => new RegExp(`[\\\\/]node_modules[\\\\/]${name.replace(/\//g, "[\\\\/]")}[\\\\/]`).test(importer);
 
 const worker = await build({ ...COMMON, entryPoints: [here("zstd-worker.js")], write: false });
 const statsWorker = await build({ ...COMMON, entryPoints: [here("stats-worker.js")], write: false });
-const swapped = new Set();
 
-const swapChunks = {
-  name: "swap-vitessce-chunks",
+const vitessceSources = {
+  name: "vitessce-sources",
   setup(b) {
-    b.onResolve({ filter: /^\.\/[\w-]+\.js$/ }, (args) => {
-      if (!VITESSCE_DIST.test(args.importer)) return undefined;
-      const name = args.path.slice(2, -3);
-      const key = Object.keys(SWAPPED).find((k) => name === k || name.startsWith(`${k}-`));
-      if (key === undefined) return undefined;
-      swapped.add(key);
-      return { path: SWAPPED[key] };
+    // the swapped modules
+    b.onResolve({ filter: /^(numcodecs\/zstd|@vitessce\/spatial-(three|accelerated))$/ }, (args) => {
+      const swap = SWAPPED[args.path];
+      if (!inPackage(args.importer, swap.importer)) return undefined;
+      swapped.add(args.path);
+      return { path: swap.path };
     });
-    b.onLoad({ filter: /[\\/]node_modules[\\/]vitessce[\\/]dist[\\/]index-[\w-]+\.js$/ }, async (args) => {
-      let source = await readFile(args.path, "utf8");
-      for (const patch of PATCHES) {
-        const found = source.split(patch.from).length - 1;
-        patched[patch.name] += found;
-        if (found) source = source.split(patch.from).join(patch.to);
+    b.onResolve({ filter: /^(zarr|@nebula\.gl\/layers|nebula\.gl|@turf\/buffer)$/ }, (args) => {
+      const narrow = NARROWED[args.path];
+      if (!inPackage(args.importer, narrow.importer)) return undefined;
+      swapped.add(args.path);
+      return { path: args.path, namespace: "narrowed", pluginData: dirname(args.importer) };
+    });
+    b.onLoad({ filter: /.*/, namespace: "narrowed" }, (args) => ({
+      contents: NARROWED[args.path].contents,
+      loader: "js",
+      resolveDir: args.pluginData,
+    }));
+    // a scoped package: its dist-tsc (one module per source file) in place of its prebuilt dist
+    b.onResolve({ filter: /^@vitessce\/[\w-]+(\/dist-tsc\/[\w/-]+\.js)?$/ }, async (args) => {
+      if (args.pluginData === "vitessce-sources") return undefined;
+      const [scope, name, ...rest] = args.path.split("/");
+      const found = await b.resolve(`${scope}/${name}`, {
+        importer: args.importer,
+        resolveDir: args.resolveDir,
+        kind: args.kind,
+        pluginData: "vitessce-sources",
+      });
+      if (found.errors.length) return { errors: found.errors };
+      const root = found.path.replace(/[\\/]dist[\\/][^\\/]+$/, "");
+      const path = `${root}/${rest.length ? rest.join("/") : "dist-tsc/index.js"}`;
+      return { path: existsSync(path) ? path : found.path };
+    });
+    b.onLoad({ filter: nodeModule(COORDINATION.file) }, async (args) => {
+      const source = await readFile(args.path, "utf8");
+      const start = source.indexOf(COORDINATION.start);
+      const end = source.indexOf(COORDINATION.end, start);
+      const imports = source.match(COORDINATION.imports) ?? [];
+      if (start < 0 || end < 0 || imports.length !== 3) {
+        throw new Error(`${args.path}: no baseCoordinationTypes array or not its 3 imports: update COORDINATION in build.mjs`);
       }
-      return { contents: source, loader: "js" };
+      coordinationFound = true;
+      return { contents: `${imports.join("\n")}\n${source.slice(start, end)}`, loader: "js", resolveDir: dirname(args.path) };
     });
+    for (const file of new Set(PATCHES.map((p) => p.file))) {
+      b.onLoad({ filter: nodeModule(file) }, async (args) => {
+        let source = await readFile(args.path, "utf8");
+        for (const patch of PATCHES.filter((p) => p.file === file)) {
+          const found = source.split(patch.from).length - 1;
+          patched[patch.name] += found;
+          if (found) source = source.split(patch.from).join(patch.to);
+        }
+        return { contents: source, loader: "js" };
+      });
+    }
   },
 };
 
-await build({
+const result = await build({
   ...COMMON,
   entryPoints: [here("index.js")],
   outfile,
+  write: false, // written below, once every patch and swap is known to have been made
   // Vitessce's dependencies test process.env.NODE_ENV and `global` (webpack-era code)
   define: {
     "process.env.NODE_ENV": '"production"',
@@ -191,19 +332,29 @@ await build({
     __SPORA_ZSTD_WORKER__: JSON.stringify(worker.outputFiles[0].text),
     __SPORA_STATS_WORKER__: JSON.stringify(statsWorker.outputFiles[0].text),
   },
-  // Vitessce's optional WebXR (VR headset) views import @react-three/xr lazily; the view never
-  // uses them, so that import is left out rather than adding the XR stack to the bundle.
-  external: ["@react-three/xr"],
-  plugins: [swapChunks],
+  // tss-react (Vitessce's styles) imports @mui/material, which npm installs under @vitessce/styles
+  nodePaths: [here("node_modules/@vitessce/styles/node_modules")],
+  // unzipit (zarrita's zip stores, never used by the view) imports node's worker_threads when it
+  // runs in node; in the browser that import is never made
+  external: ["worker_threads"],
+  plugins: [vitessceSources],
+  // what the bundle consists of: SPORA_BUNDLE_METAFILE=meta.json npm run build (esbuild's analyzer reads it)
+  metafile: Boolean(process.env.SPORA_BUNDLE_METAFILE),
 });
-// a new vitessce release renames its chunks: fail rather than silently bundle the slow codec
-const missing = Object.keys(SWAPPED).filter((k) => !swapped.has(k));
+if (process.env.SPORA_BUNDLE_METAFILE) await writeFile(process.env.SPORA_BUNDLE_METAFILE, JSON.stringify(result.metafile));
+// a new Vitessce release moves or rewrites the patched code: fail rather than silently bundle the slow path
 for (const patch of PATCHES) {
   if (patched[patch.name] !== patch.count) {
     throw new Error(`patch "${patch.name}" applied ${patched[patch.name]} times, not ${patch.count}: update PATCHES in build.mjs`);
   }
 }
+const missing = [...Object.keys(SWAPPED), ...Object.keys(NARROWED)].filter((k) => !swapped.has(k));
 if (missing.length) {
-  throw new Error(`node_modules/vitessce/dist has no chunk ${missing.join(", ")}: update SWAPPED in build.mjs`);
+  throw new Error(`no import of ${missing.join(", ")} was swapped: update SWAPPED in build.mjs`);
 }
-console.log(`wrote ${outfile}`);
+if (!coordinationFound) {
+  throw new Error(`${COORDINATION.file} was not bundled: update COORDINATION in build.mjs`);
+}
+await mkdir(dirname(outfile), { recursive: true });
+await writeFile(outfile, result.outputFiles[0].contents);
+console.log(`wrote ${outfile} (${result.outputFiles[0].contents.length} bytes)`);
