@@ -46,6 +46,7 @@ def _squidpy(cells: anndata.AnnData, **kwargs: object) -> anndata.AnnData:
 
 def _assert_same_matrix(ours: csr_matrix, theirs: csr_matrix) -> None:
     assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    assert ours.indptr.dtype == ours.indices.dtype == np.int32  # built in scipy's width: no conversion copy
     a, b = csr_matrix(ours).sorted_indices(), csr_matrix(theirs).sorted_indices()
     np.testing.assert_array_equal(a.indptr, b.indptr)
     np.testing.assert_array_equal(a.indices, b.indices)

@@ -22,7 +22,7 @@ import spora_sd
 from spora_sd.convert import element_names
 from spora_sd.convert.attrs import ATTRS_KEY
 from spora_sd.convert.store import write_spatialdata
-from spora_sd.convert.to_spatialdata import convert, to_spatialdata
+from spora_sd.convert.to_spatialdata import _coordinates, _template, convert, to_spatialdata
 from spora_sd.errors import CohortFormatError, CohortNotFoundError
 from spora_sd.io.cohort import open_cohort
 from spora_sd.io.masks import read_mask
@@ -116,6 +116,18 @@ def test_images_are_lazy_multiscale_with_tissue_channels(sdata, cohort) -> None:
         assert element["scale1"]["image"].shape[1] == stored.shape[1] // 2
     ragged = [t for t in cohort.tissue_ids("imc") if len(cohort.tissue_channels(t, "imc")) < len(cohort.panel("imc"))]
     assert ragged, "the synthetic cohort has a tissue that lacks a channel"
+
+
+def test_coordinates_are_not_kept_by_the_process(cohort_path: Path) -> None:
+    """The coordinates shared by a conversion's elements are not cached beyond it (they would pin memory)."""
+    sdata = to_spatialdata(cohort_path)
+    assert _coordinates.cache_info().currsize == 0 and _template.cache_info().currsize == 0
+    tid = open_cohort(cohort_path).tissue_ids("imc")[0]
+    image = _scale0(sdata.images[element_names.image_name(tid, "imc")])
+    cells = sdata.labels[element_names.labels_name(tid, element_names.CELLS_LABELS)]
+    for level in (image, _scale0(cells) if isinstance(cells, DataTree) else cells):
+        np.testing.assert_array_equal(level.coords["y"].values, np.arange(level.shape[-2]) + 0.5)  # pixel centres
+        np.testing.assert_array_equal(level.coords["x"].values, np.arange(level.shape[-1]) + 0.5)
 
 
 def test_labels_match_the_masks_and_keep_category_names(sdata, cohort) -> None:

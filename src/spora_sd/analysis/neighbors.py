@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from spora_sd.errors import InvalidArgumentError
+from spora_sd.io.memory import release_free_memory
 from spora_sd.stats.parallel import imap_tissues
 
 __all__ = ["spatial_neighbors"]
@@ -91,6 +92,11 @@ def _tissue_graph(tissue: _Tissue) -> tuple[Any, Any, dict[str, Any]]:
     )
 
 
+def _index_dtype(entries: int) -> type[np.integer]:
+    """The width of CSR offsets up to ``entries``: int32 while they fit, as scipy picks."""
+    return np.int32 if entries < 2**31 else np.int64
+
+
 class _CSRStream:
     """The CSR arrays of a square matrix, filled block by block down its rows.
 
@@ -100,7 +106,7 @@ class _CSRStream:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        self.indptr = np.zeros(0, dtype=np.int64)  # allocated with the entries (_reserve), in their width
         self.indices = np.empty(0, dtype=np.int32 if n < 2**31 else np.int64)
         self.data: np.ndarray | None = None
         self.rows = 0
@@ -111,11 +117,14 @@ class _CSRStream:
             per_cell = max(_MIN_ENTRIES_PER_CELL, 2 * -(-entries // max(rows, 1)))
             self.indices = np.empty(per_cell * self.n, dtype=self.indices.dtype)
             self.data = np.empty(per_cell * self.n, dtype=dtype)
+            # int32 row offsets while they fit (scipy's own choice): no int64 copy to convert at the end
+            self.indptr = np.zeros(self.n + 1, dtype=_index_dtype(self.data.size))
         need = self.nnz + entries
         if need > self.data.size:  # a copy: the first tissues were sparser than the others
             size = max(need, 2 * self.data.size)
             self.indices.resize(size, refcheck=False)
             self.data.resize(size, refcheck=False)
+            self.indptr = self.indptr.astype(_index_dtype(size), copy=False)
 
     def append(self, piece: Any, columns: np.ndarray | int) -> None:
         """Add the rows of ``piece`` (a CSR block); its column ``j`` becomes ``columns[j]`` (or ``columns + j``)."""
@@ -138,7 +147,10 @@ class _CSRStream:
         indices = self.indices
         indices.resize(self.nnz, refcheck=False)
         data.resize(self.nnz, refcheck=False)
-        indptr = self.indptr.astype(indices.dtype) if self.nnz < 2**31 else self.indptr
+        if self.data is None:  # no tissue had a row: every row is empty
+            self.indptr = np.zeros(self.n + 1, dtype=indices.dtype)
+        # one width for both, as scipy keeps them (it would copy both to int64 otherwise)
+        indptr = self.indptr.astype(_index_dtype(self.nnz) if indices.dtype == np.int32 else np.int64, copy=False)
         self.indptr = self.indices = np.empty(0, dtype=np.int64)
         self.data = None
         return csr_matrix((data, indices, indptr), shape=(self.n, self.n), copy=False)
@@ -207,7 +219,10 @@ def spatial_neighbors(
     The result (keys, matrices, ``uns[f"{key_added}_neighbors"]["params"]``) equals
     ``squidpy.gr.spatial_neighbors(adata, library_key=library_key, ...)``; the memory over the input is
     the two output matrices plus one tissue (and one copy of the coordinates when the tissues' rows
-    are interleaved), where squidpy's own library loop needs several times its outputs.
+    are interleaved), where squidpy's own library loop needs several times its outputs. Before it
+    allocates them it gives the process's free memory back to the system
+    (:func:`spora_sd.io.memory.release_free_memory`), so that what earlier readers freed does not add
+    to its peak.
 
     Parameters
     ----------
@@ -277,6 +292,9 @@ def spatial_neighbors(
     grouped = np.ascontiguousarray(coords) if order is None else np.ascontiguousarray(coords[order])
     tissues = [_Tissue(str(names[lib]), grouped[bounds[i] : bounds[i + 1]], params) for i, lib in enumerate(libraries)]
     n = codes.size
+    # the graph is hundreds of MB at millions of cells: first give back the pages the process freed
+    # before (a cohort's readers leave them in its RSS), so that they do not add to the peak
+    release_free_memory()
     conn, dist = _CSRStream(n), _CSRStream(n)
     pending: dict[int, tuple[Any, Any]] = {}
     done = 0

@@ -617,8 +617,15 @@ def to_spatialdata(
     element_map: dict[str, dict] = {}
     encoders: dict[str, dict[str, int]] = {}
     with _gc_paused():  # thousands of small xarray objects
-        images = _images(sel, element_map) if "images" in elements else {}
-        labels = _labels(sel, element_map, encoders) if "labels" in elements else {}
+        try:
+            images = _images(sel, element_map) if "images" in elements else {}
+            labels = _labels(sel, element_map, encoders) if "labels" in elements else {}
+        finally:
+            # the shared coordinates live as long as the elements that use them, not as long as the
+            # process: cached, they kept thousands of small objects scattered over the allocator's
+            # arenas, which then stay in the RSS after the SpatialData is dropped
+            _coordinates.cache_clear()
+            _template.cache_clear()
     if "labels" not in elements and sel.cell_mask_mpp is not None:
         encoders = {t: c.label_encoder(t, sel.cell_mask_mpp) for t in sel.tasks}
 
