@@ -1,6 +1,7 @@
 // Bundles Vitessce + React into ONE minified ES module, written into the Python package
 // (src/spora_sd/viewer/static/vitessce-bundle.js): `spora-sd view` serves it itself, no CDN.
-// Run with `npm run build` (or `make vitessce-bundle` from the repository root).
+// Run with `npm run build` (or `make vitessce-bundle` from the repository root). For CPU profiles of the
+// page: SPORA_BUNDLE_READABLE=1 (names kept) SPORA_BUNDLE_OUTFILE=/elsewhere.js npm run build.
 //
 // The bundle holds Vitessce's core (VitSContainer of @vitessce/vit-s, mounted by index.js) with
 // ONLY the views, file types and joint file types of spora-sd's configs (plugins.js: spatialBeta,
@@ -41,7 +42,12 @@
 //   from the config. The default layer's ranges are now the data type's (stats-pool.js), read from
 //   no pixel, so the startup reads the shown channels only, all at once.
 // - "views" (@vitessce/vit-s): Vitessce's view lookup goes through image-first.js, which mounts the
-//   heatmap and the cell-set view after the image's first tile is drawn.
+//   layer controller, the heatmap and the cell-set view once the image is drawn.
+// - "image viewport loaded" (@vitessce/spatial-beta): the image layer's onViewportLoad (a no-op in
+//   Vitessce) tells image-first.js that the tiles in view are loaded, the first step of its gate.
+// - "v3 first" (@vitessce/spatial-utils): an OME-Zarr image is opened as Zarr v3 first (zarrita tries
+//   v2 first on a new store: .zattrs, .zarray and .zgroup, three 404s one after another before the
+//   image's zarr.json); spora-sd serves every image as v3 (the labels, v2, pay one 404 instead).
 // - "outlines after the image" (@vitessce/spatial-beta): the spatial view's segmentation layers
 //   (the cell outlines) and its scale bar are handed to deck.gl once the image's first tile is
 //   drawn (image-first.js): their shader programs took two seconds of SwiftShader compiles before
@@ -61,11 +67,13 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = (name) => fileURLToPath(new URL(name, import.meta.url));
-const outfile = here("../../src/spora_sd/viewer/static/vitessce-bundle.js");
+const outfile = process.env.SPORA_BUNDLE_OUTFILE || here("../../src/spora_sd/viewer/static/vitessce-bundle.js");
 const COMMON = {
   bundle: true,
   format: "esm",
-  minify: true,
+  minifyWhitespace: true,
+  minifySyntax: true,
+  minifyIdentifiers: !process.env.SPORA_BUNDLE_READABLE,
   legalComments: "none",
   target: "es2020",
   logLevel: "warning",
@@ -142,6 +150,13 @@ const PATCHES = [
     });`,
   },
   {
+    name: "v3 first",
+    file: "@vitessce/spatial-utils/dist-tsc/load-ome-zarr.js",
+    count: 1,
+    from: "rootAttrs = (await zarrOpen(root)).attrs;",
+    to: "rootAttrs = (await zarrOpen.v3(root).catch(() => zarrOpen(root))).attrs;",
+  },
+  {
     name: "views",
     file: "@vitessce/vit-s/dist-tsc/vitessce-grid-layout/VitessceGridLayout.js",
     count: 1,
@@ -169,6 +184,15 @@ const PATCHES = [
             ...obsSpotsLayers,
             ...obsPointsLayers,
             held ? null : this.createScaleBarLayer(),`,
+  },
+  {
+    name: "image viewport loaded",
+    file: "@vitessce/spatial-beta/dist-tsc/Spatial.js",
+    count: 1,
+    from: `            onViewportLoad: () => { }, // layerProps.callback, // TODO: figure out callback implementation
+            excludeBackground: useTransparentColor,`,
+    to: `            onViewportLoad: globalThis.__sporaImageViewportLoaded ?? (() => { }),
+            excludeBackground: useTransparentColor,`,
   },
   {
     name: "random colours",

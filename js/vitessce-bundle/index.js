@@ -49,7 +49,7 @@ export function mountVitessce(element, config, height) {
   if (root !== null) {
     root.unmount();
   }
-  holdDeferredViews(); // the heatmap and the cell sets wait for this tissue's first image tile
+  holdDeferredViews(); // the layer controller, the heatmap and the cell sets wait for this tissue's image to be drawn
   root = createRoot(element);
   root.render(
     React.createElement(SporaVitessce, {

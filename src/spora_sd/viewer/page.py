@@ -1,7 +1,10 @@
 """The HTML page of ``spora-sd view``: a tissue picker above Vitessce, everything from the same server.
 
 The page imports the local bundle (``/static/vitessce-bundle.js``, an ES module exporting
-``mountVitessce``), fetches ``/api/config/<tissue>.json`` and mounts Vitessce with it. Picking another
+``mountVitessce``), fetches ``/api/config/<tissue>.json`` and mounts Vitessce with it. The first
+tissue's config is asked for by a script in the head, so it arrives while the bundle is fetched and
+compiled (the server prepares it as it starts, see :class:`~spora_sd.viewer.server.ViewServer`), and
+the bundle is announced by a ``modulepreload`` link. Picking another
 tissue mounts the other tissue's config (and puts it in the address, ``?tissue=<id>``, so a reload
 or a shared link shows the same tissue). Nothing is loaded from another host.
 
@@ -35,6 +38,18 @@ _PAGE = """<!doctype html>
   #status {{ color: #666; font-size: 13px; }}
   #vitessce {{ position: absolute; top: 42px; left: 0; right: 0; bottom: 0; }}
 </style>
+<link rel="modulepreload" href="/static/{js}{version}">
+<script>
+// the shown tissue's config is fetched while the bundle loads, not once it has run
+const sporaTissues = {tissues};
+const sporaAsked = new URL(window.location).searchParams.get("tissue");
+const sporaFirst = sporaTissues.includes(sporaAsked) ? sporaAsked : sporaTissues[0];
+const sporaFirstConfig = {{ tissue: sporaFirst, response: fetch(configUrl(sporaFirst)) }};
+sporaFirstConfig.response.catch(() => {{}}); // a failed fetch is reported where it is awaited
+function configUrl(tissue) {{
+  return "/api/config/" + encodeURIComponent(tissue) + ".json";
+}}
+</script>
 </head>
 <body>
 <header>
@@ -48,14 +63,15 @@ import * as bundle from "/static/{js}{version}";
 // marks on the page's clock (benchmarks/bench_view.py reads them); the bundle's chunk-decoding counts
 performance.mark("spora:bundle-evaluated");
 window.sporaView = {{ decodeStats: bundle.decodeStats }};
-const tissues = {tissues};
 const picker = document.getElementById("tissue-picker");
 const status = document.getElementById("status");
 const element = document.getElementById("vitessce");
 
 async function show(tissue) {{
   status.textContent = "loading " + tissue + " ...";
-  const response = await fetch("/api/config/" + encodeURIComponent(tissue) + ".json");
+  const early = sporaFirstConfig.tissue === tissue ? sporaFirstConfig.response : null;
+  sporaFirstConfig.tissue = null; // fetched once: a later pick of the same tissue asks again
+  const response = await (early || fetch(configUrl(tissue)));
   if (!response.ok) {{
     status.textContent = "cannot load " + tissue + ": " + (await response.text());
     return;
@@ -74,8 +90,7 @@ picker.addEventListener("change", () => {{
   window.history.replaceState(null, "", url);
   show(picker.value);
 }});
-const asked = new URL(window.location).searchParams.get("tissue");
-picker.value = tissues.includes(asked) ? asked : tissues[0];
+picker.value = sporaFirst;
 show(picker.value);
 </script>
 </body>

@@ -263,8 +263,8 @@ class ViewServer:
         Folder of the Vitessce bundle (default: the installed one); a missing bundle raises
         :class:`~spora_sd.errors.ViewerBundleMissingError` before the server starts.
     tissue
-        The tissue shown first (default: the first). Its stores are written in the background as
-        soon as the server starts, while the browser fetches and compiles the bundle.
+        The tissue shown first (default: the first). Its stores and its config are made in the
+        background as soon as the server starts, while the browser fetches and compiles the bundle.
 
     Examples
     --------
@@ -345,7 +345,7 @@ class ViewServer:
 
     def _prepare(self, tissue_id: str) -> None:
         try:
-            self.session.tissue_view(tissue_id)
+            self.config(tissue_id)  # its stores, and the config builder imported (0.2 s the first time)
         except Exception:  # the browser's request for it builds it again and reports the error
             logger.debug("preparing %s failed", tissue_id, exc_info=True)
 
