@@ -106,7 +106,8 @@ class _CSRStream:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.indptr = np.zeros(0, dtype=np.int64)  # allocated with the entries (_reserve), in their width
+        # int32 row offsets while the entries fit (scipy's own width): no int64 copy to convert at the end
+        self.indptr = np.zeros(n + 1, dtype=np.int32)
         self.indices = np.empty(0, dtype=np.int32 if n < 2**31 else np.int64)
         self.data: np.ndarray | None = None
         self.rows = 0
@@ -117,14 +118,12 @@ class _CSRStream:
             per_cell = max(_MIN_ENTRIES_PER_CELL, 2 * -(-entries // max(rows, 1)))
             self.indices = np.empty(per_cell * self.n, dtype=self.indices.dtype)
             self.data = np.empty(per_cell * self.n, dtype=dtype)
-            # int32 row offsets while they fit (scipy's own choice): no int64 copy to convert at the end
-            self.indptr = np.zeros(self.n + 1, dtype=_index_dtype(self.data.size))
         need = self.nnz + entries
         if need > self.data.size:  # a copy: the first tissues were sparser than the others
             size = max(need, 2 * self.data.size)
             self.indices.resize(size, refcheck=False)
             self.data.resize(size, refcheck=False)
-            self.indptr = self.indptr.astype(_index_dtype(size), copy=False)
+        self.indptr = self.indptr.astype(_index_dtype(self.data.size), copy=False)  # wide enough for them
 
     def append(self, piece: Any, columns: np.ndarray | int) -> None:
         """Add the rows of ``piece`` (a CSR block); its column ``j`` becomes ``columns[j]`` (or ``columns + j``)."""
@@ -147,8 +146,6 @@ class _CSRStream:
         indices = self.indices
         indices.resize(self.nnz, refcheck=False)
         data.resize(self.nnz, refcheck=False)
-        if self.data is None:  # no tissue had a row: every row is empty
-            self.indptr = np.zeros(self.n + 1, dtype=indices.dtype)
         # one width for both, as scipy keeps them (it would copy both to int64 otherwise)
         indptr = self.indptr.astype(_index_dtype(self.nnz) if indices.dtype == np.int32 else np.int64, copy=False)
         self.indptr = self.indices = np.empty(0, dtype=np.int64)
