@@ -9,7 +9,7 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from spora_sd.io.memory import _malloc_trim, _rss, release_free_memory
+from spora_sd.io.memory import _malloc_trim, _rss, release_free_memory, returns_free_memory
 
 
 def test_rss_is_this_process():
@@ -44,3 +44,43 @@ def test_arrow_pool_is_released():
     assert freed > 200 * 2**20, f"freed {freed / 2**20:.0f} MB of about 400 MB"
     assert before - _rss() >= freed - 16 * 2**20
     assert kept.column("y").to_pylist() == list(range(10))
+
+
+def _free_arrow_pages() -> int:
+    """Leave 400 MB of freed buffers in Arrow's pool; the RSS with them in it."""
+    buffers = [pa.allocate_buffer(100_000) for _ in range(4_000)]
+    del buffers
+    return _rss()
+
+
+def test_returns_free_memory_on_return_and_on_error():
+    @returns_free_memory
+    def work(fail: bool) -> str:
+        work.rss = _free_arrow_pages()  # type: ignore[attr-defined]
+        if fail:
+            raise ValueError("bad input")
+        return "result"
+
+    assert work(False) == "result"
+    assert work.rss - _rss() > 200 * 2**20  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="bad input"):
+        work(True)
+    assert work.rss - _rss() > 200 * 2**20  # type: ignore[attr-defined]
+    assert work.__name__ == "work" and work.__wrapped__ is not None  # type: ignore[attr-defined]
+
+
+def test_table_readers_and_writers_return_free_memory(small_cohort, tmp_path):
+    """The public functions that read or write a cohort's tables leave no freed Arrow pages behind."""
+    import spora_sd
+
+    calls = {
+        "to_spatialdata": lambda: spora_sd.to_spatialdata(small_cohort),
+        "validate": lambda: spora_sd.validate(small_cohort),
+        "compute_cell_intensities": lambda: spora_sd.compute_cell_intensities(small_cohort),
+    }
+    sdata = calls["to_spatialdata"]()
+    calls["from_spatialdata"] = lambda: spora_sd.from_spatialdata(sdata, tmp_path / "back")
+    for name, call in calls.items():
+        before = _free_arrow_pages()
+        call()
+        assert before - _rss() > 200 * 2**20, name

@@ -50,6 +50,7 @@ from spora_sd.io.atomic import export_workspace
 from spora_sd.io.images import write_image
 from spora_sd.io.manifest import write_manifest
 from spora_sd.io.masks import write_mask
+from spora_sd.io.memory import returns_free_memory
 from spora_sd.io.tables import write_table
 from spora_sd.layout import CohortPaths
 from spora_sd.stats.parallel import active_client, imap_tissues
@@ -306,6 +307,7 @@ def _derived_products(
 # the public function
 
 
+@returns_free_memory
 def from_spatialdata(
     sdata: Any,
     path: str | Path,

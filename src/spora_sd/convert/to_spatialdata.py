@@ -69,6 +69,7 @@ from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgum
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.images import open_image_levels
 from spora_sd.io.masks import read_mask, read_mask_shape
+from spora_sd.io.memory import returns_free_memory
 from spora_sd.io.remote import listdir
 
 if TYPE_CHECKING:
@@ -531,6 +532,7 @@ def _attrs(
 # --------------------------------------------------------------------------------------------------
 
 
+@returns_free_memory
 def to_spatialdata(
     cohort: str | os.PathLike[str] | Cohort,
     *,

@@ -8,7 +8,10 @@ peaks that much higher. :func:`release_free_memory` gives those pages back; the 
 use is not touched, so it is safe to call at any point.
 
 spora-sd calls it before the spatial graph (:func:`spora_sd.analysis.spatial_neighbors`), whose
-output is a few hundred MB at millions of cells. ``malloc_trim`` exists in glibc only; elsewhere
+output is a few hundred MB at millions of cells, and when the functions that read or write a
+cohort's tables return (:func:`returns_free_memory`): at 2,000 tissues and 5.9 M cells,
+``to_spatialdata`` left 335 MB of freed Parquet buffers in Arrow's pool, which no later numpy or
+Python allocation can reuse (3 ms to release). ``malloc_trim`` exists in glibc only; elsewhere
 (macOS, musl) only Arrow's pool is released.
 
 Examples
@@ -27,8 +30,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 logger = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @functools.cache
@@ -78,3 +85,30 @@ def release_free_memory() -> int:
     freed = max(0, before - _rss())
     logger.debug("released %.0f MB of free memory to the OS", freed / 2**20)
     return freed
+
+
+def returns_free_memory(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a function that reads or writes large tables: it calls :func:`release_free_memory` on return.
+
+    What the function freed (Arrow's pool pages above all, which only Arrow can reuse) then does not
+    stay in the process's resident set for the steps after it. On return or on error; the result is
+    untouched.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> @returns_free_memory
+    ... def total(n: int) -> int:
+    ...     return pa.array(range(n)).sum().as_py()
+    >>> total(1_000)
+    499500
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            release_free_memory()
+
+    return wrapper

@@ -31,6 +31,7 @@ from spora_sd.errors import CohortFormatError, CohortNotFoundError, InvalidArgum
 from spora_sd.io.cohort import Cohort, open_cohort
 from spora_sd.io.images import check_image_metadata, open_level, read_image_metadata
 from spora_sd.io.masks import read_mask
+from spora_sd.io.memory import returns_free_memory
 from spora_sd.stats.parallel import imap_tissues
 
 __all__ = ["LabelIndex", "compute_cell_intensities", "image_means", "label_centroids", "label_means"]
@@ -306,6 +307,7 @@ def _intensity_jobs(cohort: Cohort, modality: str, resolution: float, tissues: S
     return jobs
 
 
+@returns_free_memory
 def compute_cell_intensities(
     cohort: str | Path | Cohort,
     modality: str = "imc",

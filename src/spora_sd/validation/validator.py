@@ -30,6 +30,7 @@ from spora_sd.errors import CohortFormatError, CohortNotFoundError, LayoutNameEr
 from spora_sd.io.atomic import is_temporary
 from spora_sd.io.location import display_location, is_remote
 from spora_sd.io.masks import read_mask, read_mask_shape
+from spora_sd.io.memory import returns_free_memory
 from spora_sd.io.remote import is_dir, is_local, listdir, walk_files
 from spora_sd.layout import CohortPaths
 from spora_sd.report import ValidationReport
@@ -678,6 +679,7 @@ class _Validator:
             self.failed(where, exc)
 
 
+@returns_free_memory
 def validate(
     path: str | Path,
     *,
