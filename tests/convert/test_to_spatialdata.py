@@ -641,3 +641,15 @@ def test_tables_are_checked_against_the_labels(cohort_path: Path, tmp_path: Path
         sd = to_spatialdata(copy, elements=("labels", "tables"))
     assert element_names.labels_name(gone, "cells") not in sd.labels
     assert element_names.labels_name(gone, "cells") in sd.tables["cells"].uns["spatialdata_attrs"]["region"]
+
+
+def test_missing_labels_warning_names_the_callers_line(cohort_path: Path, tmp_path: Path) -> None:
+    """The warning points at the code that called to_spatialdata (not at spora-sd's own frames)."""
+    from spora_sd.layout import CohortPaths
+
+    copy = Path(shutil.copytree(cohort_path, tmp_path / DATASET))
+    tissue = open_cohort(copy).tissue_ids()[1]
+    CohortPaths(copy).instance_mask(1.0, tissue).unlink()
+    with pytest.warns(UserWarning, match=rf"annotating '{tissue}__cells', which is not present") as caught:
+        to_spatialdata(copy)
+    assert {Path(w.filename).name for w in caught if "annotating" in str(w.message)} == {Path(__file__).name}

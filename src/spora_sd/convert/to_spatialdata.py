@@ -731,7 +731,7 @@ def _add_tables(sdata: SpatialData, tables: Mapping[str, AnnData], *, warn_missi
                     warnings.warn(
                         f"The table is annotating {r!r}, which is not present in the SpatialData object.",
                         UserWarning,
-                        stacklevel=3,
+                        stacklevel=4,  # the caller of to_spatialdata (its returns_free_memory wrapper is a frame)
                     )
         sdata.tables[name] = table
 
