@@ -12,12 +12,13 @@ Routes (all ``GET``/``HEAD``, read-only):
 ==================================  ==============================================================
 
 The image is presented one channel per chunk (:mod:`spora_sd.viewer.channel_chunks`): a chunk
-request names one channel of one of the cohort's chunks, which the server decodes (once, cached)
-from the shard file the key names, and no other. Files (the bundle, the labels and cells stores)
-are served with single ``Range`` requests (``206``). A path that leaves its store (``..``, a
-symbolic link out), is no key of the image, or names an unknown tissue is a ``404``. Every request
-is logged (``logging``, at INFO) and recorded in :attr:`ViewServer.log`, which tests and benchmarks
-read.
+request names one channel of a block of the cohort's chunks (2 x 2 of 256 px), which the server
+decodes (once each, cached) from the shard files the key names (:meth:`ViewServer.image_files`),
+and no other. Files (the bundle, the labels and cells stores) are served with single ``Range``
+requests (``206``). A path that leaves its store (``..``, a symbolic link out), is no key of the
+image, or names an unknown tissue is a ``404``. Every request is logged (``logging``, at INFO) and
+recorded in :attr:`ViewServer.log`, which tests and benchmarks read. Answers go out with
+``TCP_NODELAY`` (see ``_Handler``).
 
 Examples
 --------
@@ -119,6 +120,9 @@ class RequestLog:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive: the browser reuses connections for its many chunk requests
+    # TCP_NODELAY: an answer goes out as two writes, headers then body; with Nagle's algorithm a small body
+    # waits for the client's ACK of the headers, which Linux may delay by 40 ms (http.client: 44 ms a zarr.json)
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # each request is logged once, with its outcome, by _record
@@ -312,15 +316,16 @@ class ViewServer:
         """The page showing one tissue."""
         return f"{self.url}?tissue={urllib.parse.quote(self.session.check_tissue(tissue_id))}"
 
-    def image_file(self, tissue_id: str, key: str) -> Path | None:
-        """The cohort file a request for ``/data/<tissue_id>/image.zarr/<key>`` reads (None: no file).
+    def image_files(self, tissue_id: str, key: str) -> tuple[Path, ...] | None:
+        """The cohort files a request for ``/data/<tissue_id>/image.zarr/<key>`` reads (None: no file).
 
-        A chunk key names the shard file holding its channel; a metadata key, the image's ``zarr.json``.
+        A chunk key names the shard files holding the cohort chunks it covers (up to four for the
+        layout's 256 px chunks, served 2 x 2); a metadata key, the image's ``zarr.json``.
         """
         image = self.session.image_store(tissue_id)
         if key == "zarr.json" or (key.endswith("/zarr.json") and key.split("/")[0] in image.levels):
-            return image.folder / key
-        return image.source_file(key)
+            return (image.folder / key,)
+        return image.source_files(key)
 
     def config(self, tissue_id: str) -> dict[str, Any]:
         """The Vitessce config of a tissue, as the page gets it (URLs relative to the server)."""
