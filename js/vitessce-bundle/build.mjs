@@ -19,7 +19,11 @@
 // - zarrita's zstd codec (numcodecs, run on the main thread, once per tile and channel) for
 //   zstd-pool.js: decoding in Web Workers, each chunk once; the worker (zstd-worker.js) is bundled
 //   first and inlined as a string;
-// - the 3D spatial views (three.js), which spatialBeta imports lazily, for left-out.js.
+// - the 3D spatial views (three.js), which spatialBeta imports lazily, for left-out.js;
+// - mathjs, which @vitessce/spatial-utils imports for three functions on the images' physical pixel
+//   sizes (unit, divide, compare) and which builds all of its functions when the bundle is evaluated
+//   (about 100 ms before the first tile), for length-units.js: lengths only, checked against mathjs
+//   below for every length unit and prefix mathjs knows.
 // Imports narrowed to the part the importer uses (NARROWED), where a package's index pulls in much
 // more: zarr.js without the codecs it registers (Vitessce reads Zarr with zarrita), one layer of
 // @nebula.gl/layers and a constant of nebula.gl (CommonJS indexes that require H3, deck.gl's geo
@@ -84,6 +88,7 @@ const SWAPPED = {
   "numcodecs/zstd": { importer: "zarrita", path: here("zstd-pool.js") },
   "@vitessce/spatial-three": { importer: "@vitessce/spatial-beta", path: here("left-out.js") },
   "@vitessce/spatial-accelerated": { importer: "@vitessce/spatial-beta", path: here("left-out.js") },
+  mathjs: { importer: "@vitessce/spatial-utils", path: here("length-units.js") },
 };
 // bare import -> the smaller module served in its place: the importer uses a part of a package whose
 // index pulls in much more (importer: the package that imports it; exports: what it uses)
@@ -287,7 +292,7 @@ const vitessceSources = {
   name: "vitessce-sources",
   setup(b) {
     // the swapped modules
-    b.onResolve({ filter: /^(numcodecs\/zstd|@vitessce\/spatial-(three|accelerated))$/ }, (args) => {
+    b.onResolve({ filter: /^(numcodecs\/zstd|@vitessce\/spatial-(three|accelerated)|mathjs)$/ }, (args) => {
       const swap = SWAPPED[args.path];
       if (!inPackage(args.importer, swap.importer)) return undefined;
       swapped.add(args.path);
@@ -344,6 +349,56 @@ const vitessceSources = {
   },
 };
 
+// length-units.js against mathjs (which it replaces in the bundle): every length unit mathjs knows,
+// with each of its prefixes, gives the same ratio to a micrometre and compares the same; other units
+// and unknown names are errors in both (mathjs: an error, or a quotient that is no number)
+async function checkLengthUnits() {
+  const math = await import("mathjs");
+  const ours = await import(here("length-units.js"));
+  const { Unit } = math;
+  const lengths = Object.entries(Unit.UNITS).filter(([, u]) => u.base === Unit.BASE_UNITS.LENGTH);
+  const names = new Set(lengths.map(([name]) => name));
+  const missing = [...names].filter((name) => !(name in ours.LENGTH_UNITS));
+  const extra = Object.keys(ours.LENGTH_UNITS).filter((name) => !names.has(name));
+  if (missing.length || extra.length) throw new Error(`length-units.js: not mathjs' length units (missing ${missing}, extra ${extra})`);
+  const micrometre = [math.unit("1 um"), ours.unit("1 um")];
+  let checked = 0;
+  for (const [name, u] of lengths) {
+    for (const prefix of Object.keys(u.prefixes)) {
+      for (const value of ["1", "0.5", "2.5e-1", "3"]) {
+        const text = `${value} ${prefix}${name}`;
+        const theirs = math.unit(text);
+        const mine = ours.unit(text);
+        const [a, b] = [math.divide(theirs, micrometre[0]), ours.divide(mine, micrometre[1])];
+        if (typeof a !== "number" || Math.abs(a - b) > 1e-12 * Math.abs(a) || math.compare(theirs, micrometre[0]) !== ours.compare(mine, micrometre[1])) {
+          throw new Error(`length-units.js: ${text} gives ${b}, mathjs ${a}`);
+        }
+        checked += 1;
+      }
+    }
+  }
+  if (ours.divide(ours.unit("1 um"), ours.unit("1 um")) !== 1 || ours.divide(ours.unit("0.5 um"), ours.unit("500 nm")) !== math.divide(math.unit("0.5 um"), math.unit("500 nm"))) {
+    throw new Error("length-units.js: equal lengths do not divide to mathjs' ratio");
+  }
+  // (a bare "um", a unit without a number, is 1 um in mathjs and an error here: Vitessce always gives a number)
+  for (const text of ["1 s", "1 foo", "undefined um", "NaN um", "1 µm", "1 metre"]) {
+    let theirs = null;
+    try {
+      theirs = math.divide(math.unit(text), micrometre[0]);
+    } catch {
+      theirs = null;
+    }
+    let mine = null;
+    try {
+      mine = ours.divide(ours.unit(text), micrometre[1]);
+    } catch {
+      mine = null;
+    }
+    if (mine !== null || typeof theirs === "number") throw new Error(`length-units.js: "${text}" should be an error`);
+  }
+  return checked;
+}
+
 const result = await build({
   ...COMMON,
   entryPoints: [here("index.js")],
@@ -379,6 +434,7 @@ if (missing.length) {
 if (!coordinationFound) {
   throw new Error(`${COORDINATION.file} was not bundled: update COORDINATION in build.mjs`);
 }
+await checkLengthUnits();
 await mkdir(dirname(outfile), { recursive: true });
 await writeFile(outfile, result.outputFiles[0].contents);
 console.log(`wrote ${outfile} (${result.outputFiles[0].contents.length} bytes)`);
