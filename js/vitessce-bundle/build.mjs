@@ -27,7 +27,7 @@
 // Imports narrowed to the part the importer uses (NARROWED), where a package's index pulls in much
 // more: zarr.js without the codecs it registers (Vitessce reads Zarr with zarrita), one layer of
 // @nebula.gl/layers and a constant of nebula.gl (CommonJS indexes that require H3, deck.gl's geo
-// layers and JSTS), and no turf buffer (JSTS) for the one edit mode that Vitessce's lasso never uses.
+// layers and JSTS), and three of nebula.gl's edit modes (edit-modes.js; Vitessce's lasso uses two).
 // The coordination types are @vitessce/all's (all of them, base-plugins.js): build.mjs takes that
 // one array out of the file (COORDINATION), without the imports of every other view and loader.
 // Places of the scoped packages' sources are patched (PATCHES: the file, the text found, how
@@ -103,11 +103,14 @@ const NARROWED = {
     importer: "@vitessce/gl",
     contents: 'export { default as EditableGeoJsonLayer } from "@nebula.gl/layers/dist-es6/layers/editable-geojson-layer.js";',
   },
-  // the one edit mode that buffers polygons (turf's buffer, i.e. JSTS and d3-geo); Vitessce's
-  // selection layer uses two other modes (drawing a polygon by dragging, viewing)
-  "@turf/buffer": {
-    importer: "@nebula.gl/edit-modes",
-    contents: 'export default function buffer() { throw new Error("SplitPolygonMode is not in spora-sd\'s bundle (see js/vitessce-bundle/build.mjs)"); }',
+  // nebula.gl's edit modes: Vitessce's selection layer uses two (drawing a polygon by dragging,
+  // viewing) and the editable layer's default (drawing a polygon); the layer's index of modes by
+  // name (legacy string modes, which Vitessce never passes) makes one of every other mode when the
+  // bundle is evaluated, with turf's transforms and buffer (JSTS). Those are edit-modes.js' stand-ins.
+  "@nebula.gl/edit-modes": {
+    importer: ["@nebula.gl/layers", "@vitessce/gl"],
+    contents: 'export * from "./edit-modes.js";',
+    resolveDir: here("."),
   },
   "nebula.gl": {
     importer: "@vitessce/gl",
@@ -298,11 +301,11 @@ const vitessceSources = {
       swapped.add(args.path);
       return { path: swap.path };
     });
-    b.onResolve({ filter: /^(zarr|@nebula\.gl\/layers|nebula\.gl|@turf\/buffer)$/ }, (args) => {
+    b.onResolve({ filter: /^(zarr|@nebula\.gl\/(layers|edit-modes)|nebula\.gl)$/ }, (args) => {
       const narrow = NARROWED[args.path];
-      if (!inPackage(args.importer, narrow.importer)) return undefined;
+      if (![narrow.importer].flat().some((name) => inPackage(args.importer, name))) return undefined;
       swapped.add(args.path);
-      return { path: args.path, namespace: "narrowed", pluginData: dirname(args.importer) };
+      return { path: args.path, namespace: "narrowed", pluginData: narrow.resolveDir || dirname(args.importer) };
     });
     b.onLoad({ filter: /.*/, namespace: "narrowed" }, (args) => ({
       contents: NARROWED[args.path].contents,

@@ -157,3 +157,27 @@ def test_switching_tissue_loads_the_other_tissues_chunks(view_server: ViewServer
     assert page.evaluate("new URL(window.location).searchParams.get('tissue')") == second
     wait_for(lambda: page.evaluate("document.body.dataset.tissue") == second, "the page to show the second tissue")
     assert_clean_but_zarr_probes(browser_page, server)
+
+
+def test_lasso_selects_cells_into_a_new_cell_set(view_server: ViewServer, browser_page: BrowserPage) -> None:
+    """The spatial view's lasso (nebula.gl's polygon-by-dragging mode, kept in the bundle's edit-modes.js)
+    makes a cell set of the cells it encloses, listed by the cell-set view."""
+    server, seen = view_server, browser_page
+    page = seen.page
+    page.goto(server.tissue_url(server.session.tissues[0]))
+    wait_for(lambda: "cell type" in page.locator("body").inner_text(), "the cell sets")
+    wait_for(lambda: tissue_is_drawn(spatial_canvas_pixels(seen)), "the image layer to draw the tissue")
+    sets = view_panel(page, "Cell Sets")
+    wait_for(lambda: "cell type" in sets.inner_text(), "the cell-set view")
+    assert "My Selections" not in sets.inner_text()
+    spatial = view_panel(page, "Spatial")
+    spatial.locator('button[title="Select lasso"]').click()
+    box = spatial.locator("canvas").first.bounding_box()
+    cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, min(box["width"], box["height"]) / 4
+    page.mouse.move(cx - r, cy - r)
+    page.mouse.down()
+    for x, y in [(cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy - r)]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    wait_for(lambda: "My Selections" in sets.inner_text(), "the lasso's cell set in the cell-set view")
+    assert_clean_but_zarr_probes(seen, server)
