@@ -4,7 +4,7 @@ The cohort is synthetic: one tissue of 1000 x 1000 px with 30 IMC channels (one 
 of (30, 256, 256), sharded, zstd), its cell mask and cells. The view server runs in this process on
 loopback; Debian's Chromium (headless, ``tests/browser.CHROMIUM_ARGS``: ``--disable-gpu``, so WebGL
 is SwiftShader's software renderer) loads the page in a fresh browser context each time (empty
-cache: the 4.7 MB bundle is fetched and compiled every load).
+cache: the 4.4 MB bundle is fetched and compiled every load).
 
 Reported:
 

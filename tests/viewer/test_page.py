@@ -18,7 +18,7 @@ from tests.browser import BrowserPage
 
 from spora_sd.viewer.server import Request, ViewServer
 
-#: How long a condition may take to hold (the first page load compiles the 4.7 MB bundle on a software renderer).
+#: How long a condition may take to hold (the first page load compiles the 4.4 MB bundle on a software renderer).
 WAIT_S = 240.0
 #: Zarr's loader asks for metadata keys that may not exist (``.zattrs`` of a Zarr v3 image, ``.zarray``
 #: of a group) and takes a 404 as "absent"; Vitessce logs that these 404s are expected. They are the
