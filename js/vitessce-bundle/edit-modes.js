@@ -12,38 +12,10 @@ function leftOut() {
   throw new Error("this nebula.gl edit mode is not in spora-sd's bundle (see js/vitessce-bundle/edit-modes.js)");
 }
 
-class LeftOutMode {
-  handleClick() {
-    leftOut();
-  }
-
-  handlePointerMove() {
-    leftOut();
-  }
-
-  handleStartDragging() {
-    leftOut();
-  }
-
-  handleStopDragging() {
-    leftOut();
-  }
-
-  handleDragging() {
-    leftOut();
-  }
-
-  handleKeyUp() {
-    leftOut();
-  }
-
-  getGuides() {
-    leftOut();
-  }
-
-  getTooltips() {
-    leftOut();
-  }
+class LeftOutMode {}
+// what the editable layer calls on its mode
+for (const method of ["handleClick", "handlePointerMove", "handleStartDragging", "handleStopDragging", "handleDragging", "handleKeyUp", "getGuides", "getTooltips"]) {
+  LeftOutMode.prototype[method] = leftOut;
 }
 
 export class ModifyMode extends LeftOutMode {}
